@@ -1,0 +1,124 @@
+"""The ``msm`` command line. Subcommands are thin: they call library functions.
+
+Examples::
+
+    msm recipes                                           # list named recipes
+    msm train qwen3_32b_midtrain --dry-run --world-size 16   # plan + memory estimate, no GPU
+    msm train qwen3_toy_midtrain data.path=runs/demo/data/tokens --nproc 2 parallel.tp=2
+    msm train runs/toy/config.yaml train.steps=100        # replay a saved run with overrides
+    msm demo                                              # tokenizer + tokens + toy midtraining
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from msm_megatron.config import Config, ConfigError, apply_overrides, load_yaml
+
+
+def resolve_config(target: str, overrides: list[str]) -> Config:
+    """A recipe name or a YAML path, with dotlist overrides applied."""
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        if not Path(target).is_file():
+            raise ConfigError(f"config file {target} does not exist")
+        cfg = load_yaml(target)
+    else:
+        from msm_megatron.recipes import get_recipe
+
+        cfg = get_recipe(target)
+    return apply_overrides(cfg, overrides)
+
+
+def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
+    """Re-run this command under torchrun with ``nproc`` local ranks; returns its exit code."""
+    from msm_megatron.distributed import free_port
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+           f"--master-port={free_port()}", "-m", "msm_megatron.cli", *argv]
+    return subprocess.call(cmd)
+
+
+def _strip_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def cmd_train(args, argv: list[str]) -> int:
+    cfg = resolve_config(args.config, args.overrides)
+    if args.dry_run:
+        from msm_megatron.estimate import format_dry_run
+        from msm_megatron.distributed import read_launch_env
+
+        world = args.world_size or cfg.parallel.world_size or args.nproc or read_launch_env().world_size
+        print(format_dry_run(cfg, world))
+        return 0
+    if args.nproc and "RANK" not in os.environ:
+        return relaunch_with_torchrun(args.nproc, _strip_nproc(argv))
+    from msm_megatron.distributed import destroy_distributed
+    from msm_megatron.train.trainer import Trainer
+
+    try:
+        result = Trainer(cfg).fit()
+    finally:
+        destroy_distributed()
+    return result.exit_code
+
+
+def cmd_recipes(args, argv: list[str]) -> int:
+    from msm_megatron.recipes import list_recipes
+
+    for name in list_recipes():
+        print(name)
+    return 0
+
+
+def cmd_demo(args, argv: list[str]) -> int:
+    from msm_megatron.demo import run_demo
+
+    return run_demo(out_dir=Path(args.out), nproc=args.nproc, overrides=args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msm", description="Model Spec Midtraining on Megatron-Core")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train from a recipe or config.yaml")
+    train.add_argument("config", help="recipe name (see `msm recipes`) or path to config.yaml")
+    train.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. train.lr=2e-5")
+    train.add_argument("--dry-run", action="store_true", help="validate and print the plan only")
+    train.add_argument("--world-size", type=int, help="world size for --dry-run")
+    train.add_argument("--nproc", type=int, help="launch N local ranks with torchrun")
+    train.set_defaults(func=cmd_train)
+    recipes = sub.add_parser("recipes", help="list named recipes")
+    recipes.set_defaults(func=cmd_recipes)
+    demo = sub.add_parser("demo", help="CPU demo: tokenizer, token file, toy Qwen3 midtraining")
+    demo.add_argument("overrides", nargs="*", help="dotlist overrides for the toy recipe")
+    demo.add_argument("--out", default="runs/demo", help="output directory")
+    demo.add_argument("--nproc", type=int, default=1, help="ranks (2 with parallel.tp=2)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``msm`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The one config tree: dataclasses, YAML in/out, dotlist overrides.
+
+Every run is described by a :class:`Config`. Recipes (``msm_megatron.recipes``) are Python
+functions returning one; YAML is how runs are saved and replayed; overrides are dotlists::
+
+    msm train qwen3_toy_midtrain train.lr=2e-5 parallel.tp=2 --dry-run
+
+Unknown keys are errors that name the key and suggest the closest valid one. Values are parsed
+with YAML rules (``1e-4`` → float, ``true`` → bool, ``null`` → None) and then checked against the
+field's annotated type. Semantic validation (layouts, FP8, divisibility) lives in
+:mod:`msm_megatron.validate`, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key/file and the fix."""
+
+
+@dataclass(kw_only=True, slots=True)
+class ModelConfig:
+    """Architecture of a decoder-only transformer, in HF ``config.json`` terms.
+
+    ``arch`` is the HF ``model_type`` (``qwen3``, ``qwen2``, ``llama``). ``head_dim`` may differ
+    from ``hidden_size / num_attention_heads`` (Qwen3). ``num_key_value_heads`` < heads is GQA.
+    """
+
+    arch: Literal["qwen3", "qwen2", "llama"] = "qwen3"
+    vocab_size: int = 151936
+    hidden_size: int = 1024
+    intermediate_size: int = 3072
+    num_layers: int = 28
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 8
+    head_dim: Optional[int] = None
+    max_position_embeddings: int = 40960
+    rope_theta: float = 1_000_000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = False
+    qkv_bias: bool = False
+    qk_norm: bool = True
+    init_method_std: float = 0.02
+    make_vocab_size_divisible_by: int = 128
+    hf_path: Optional[str] = None
+
+    @property
+    def kv_channels(self) -> int:
+        """Per-head dimension (HF ``head_dim``), defaulting to hidden/heads."""
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+
+@dataclass(kw_only=True, slots=True)
+class ParallelConfig:
+    """Model/data parallel layout. ``dp`` is derived: world / (tp * pp * cp)."""
+
+    tp: int = 1
+    pp: int = 1
+    vpp: Optional[int] = None
+    cp: int = 1
+    sequence_parallel: bool = False
+    distributed_optimizer: bool = False
+    overlap_grad_reduce: bool = False
+    overlap_param_gather: bool = False
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    world_size: Optional[int] = None
+
+
+@dataclass(kw_only=True, slots=True)
+class DataConfig:
+    """Training data. ``path`` is a token file written by :mod:`msm_megatron.data.token_file`."""
+
+    path: Optional[str] = None
+    seq_length: int = 4096
+    seed: int = 1234
+
+
+@dataclass(kw_only=True, slots=True)
+class OptimConfig:
+    """AdamW with warmup then cosine/linear/constant decay to ``min_lr``."""
+
+    lr: float = 1e-5
+    min_lr: float = 1e-6
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0
+    warmup_fraction: float = 0.05
+    warmup_steps: Optional[int] = None
+    decay_style: Literal["cosine", "linear", "constant"] = "cosine"
+
+
+@dataclass(kw_only=True, slots=True)
+class TrainConfig:
+    """Batch sizes, duration, precision and memory-saving options.
+
+    Duration: ``steps`` wins if set, else ``tokens`` (a token budget, as midtraining is sized).
+    """
+
+    micro_batch_size: int = 1
+    global_batch_size: int = 64
+    steps: Optional[int] = None
+    tokens: Optional[int] = None
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    fp8: Optional[Literal["delayed", "tensorwise", "blockwise", "mxfp8"]] = None
+    fp8_first_last_bf16: bool = False
+    recompute: Literal["none", "selective", "full"] = "none"
+    recompute_num_layers: int = 1
+    seed: int = 1234
+    run_dir: str = "runs/default"
+    spec: Literal["auto", "local", "te"] = "auto"
+
+
+@dataclass(kw_only=True, slots=True)
+class CheckpointConfig:
+    """Megatron ``dist_checkpointing`` saves under ``<run_dir>/checkpoints``."""
+
+    save_interval: Optional[int] = None
+    keep_last: Optional[int] = 3
+    async_save: bool = False
+    load: Optional[str] = None
+    resume: bool = True
+    save_on_exit: bool = True
+    exit_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+
+
+@dataclass(kw_only=True, slots=True)
+class LogConfig:
+    """Console cadence, ``metrics.jsonl``, TensorBoard, optional W&B."""
+
+    interval: int = 1
+    tensorboard: bool = True
+    wandb_project: Optional[str] = None
+    progress_bar: bool = True
+    peak_tflops: float = 989.0
+
+
+@dataclass(kw_only=True, slots=True)
+class Config:
+    """A whole training run."""
+
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict of a config dataclass (for YAML/JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return f" Did you mean '{match[0]}'?" if match else f" Valid keys: {', '.join(options)}."
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a parsed value to the annotated type ``tp``; error names ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(
+                f"{where}: {value!r} is not one of {list(args)}." + _suggest(str(value), list(map(str, args)))
+            )
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys with a suggestion."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key '{path}'." + _suggest(str(key), names))
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value or {}, path)
+        else:
+            kwargs[key] = _coerce(value, tp, path)
+    return cls(**kwargs)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Return a new config with dotlist overrides (``train.lr=2e-5``) applied."""
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value (e.g. train.lr=2e-5)")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node, cls = data, Config
+        for depth, part in enumerate(parts):
+            names = [f.name for f in dataclasses.fields(cls)]
+            if part not in names:
+                prefix = ".".join(parts[:depth])
+                raise ConfigError(
+                    f"unknown config key '{dotted}' in override '{item}'"
+                    + (f" (section '{prefix}')." if prefix else ".")
+                    + _suggest(part, names)
+                )
+            sub = typing.get_type_hints(cls)[part]
+            if depth == len(parts) - 1:
+                if dataclasses.is_dataclass(sub):
+                    raise ConfigError(f"override '{item}': '{dotted}' is a section; set one of its keys")
+                node[part] = yaml.safe_load(raw) if raw != "" else None
+            else:
+                if not dataclasses.is_dataclass(sub):
+                    raise ConfigError(f"override '{item}': '{'.'.join(parts[:depth + 1])}' is not a section")
+                node, cls = node[part], sub
+    return from_dict(Config, data)
+
+
+def load_yaml(path: str | Path) -> Config:
+    """Load a config YAML; errors name the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return from_dict(Config, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def save_yaml(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config (the exact replayable record of a run)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Tokenizers and training-data files: jsonl -> token files -> samples for the trainer."""

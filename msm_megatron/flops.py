@@ -1,0 +1,82 @@
+"""Parameter counts and model FLOPs per token (the numerator of MFU).
+
+Pure arithmetic on :class:`~msm_megatron.config.ModelConfig`; no torch. The conventions follow
+Megatron-LM / PaLM-style MFU accounting so our MFU is comparable with the numbers quoted in
+``docs/anchors.md`` (Qwen3-32B: 2.18e11 FLOPs/token at seq 4096, 2.43e11 at 8192; Qwen2.5-32B
+2.08e11 at 4096).
+"""
+
+from __future__ import annotations
+
+from msm_megatron.config import ModelConfig
+
+
+def attention_params(model: ModelConfig) -> int:
+    """Weights of one attention block's projections (q, k, v, o), GQA-aware, without biases."""
+    h, d = model.hidden_size, model.kv_channels
+    q_width = model.num_attention_heads * d
+    kv_width = model.num_key_value_heads * d
+    return h * q_width + 2 * h * kv_width + q_width * h
+
+
+def mlp_params(model: ModelConfig) -> int:
+    """Weights of one gated (SwiGLU) MLP: gate, up and down projections."""
+    return 3 * model.hidden_size * model.intermediate_size
+
+
+def layer_params(model: ModelConfig) -> int:
+    """All parameters of one transformer layer: matmuls, two RMSNorms, q/k norms, qkv bias."""
+    d = model.kv_channels
+    total = attention_params(model) + mlp_params(model) + 2 * model.hidden_size
+    if model.qk_norm:
+        total += 2 * d
+    if model.qkv_bias:
+        total += (model.num_attention_heads + 2 * model.num_key_value_heads) * d
+    return total
+
+
+def param_count(model: ModelConfig, vocab_size: int | None = None) -> int:
+    """Total parameters: embedding, layers, final norm and (when untied) the LM head.
+
+    Args:
+        model: The architecture.
+        vocab_size: Vocabulary to count (default ``model.vocab_size``, the HF size; pass the
+            padded size to count what Megatron allocates).
+
+    Returns:
+        The parameter count, e.g. Qwen3-32B ≈ 32.8e9 and Qwen3-8B ≈ 8.19e9.
+    """
+    vocab = model.vocab_size if vocab_size is None else vocab_size
+    embedding = vocab * model.hidden_size
+    head = 0 if model.tie_word_embeddings else embedding
+    return embedding + model.num_layers * layer_params(model) + model.hidden_size + head
+
+
+def model_flops_per_token(model: ModelConfig, seq_length: int) -> float:
+    """Training FLOPs per token (forward + backward), the MFU numerator.
+
+    Formula (per token, ``L`` layers, ``s`` = ``seq_length``, ``n`` query heads of width ``d``)::
+
+        6 · (L · (P_attn + P_mlp) + h · V)  +  12 · L · s · n · d
+
+    * ``6 · P``: each matmul weight costs 2 FLOPs/token forward and 4 backward. ``P_attn`` is the
+      q, k, v, o projections with GQA and the true ``head_dim`` (Qwen3-32B: q width 64·128 = 8192
+      ≠ hidden 5120); ``P_mlp`` is the three gated-MLP matrices; ``h · V`` is the LM head (counted
+      even when tied: the matmul is still done). The embedding lookup, norms, biases and softmax
+      are not counted.
+    * ``12 · L · s · n · d``: attention scores ``QKᵀ`` and context ``AV``, each ``2·s·n·d``
+      forward per token, times 3 for forward + backward. **No causal ½ factor** is applied (the
+      Megatron/PaLM MFU convention, which the anchors use); the FLOPs a causal kernel really
+      does are about half of this term.
+
+    Args:
+        model: The architecture (unpadded HF vocabulary is used).
+        seq_length: Training sequence length ``s``.
+
+    Returns:
+        FLOPs per trained token.
+    """
+    matmul = model.num_layers * (attention_params(model) + mlp_params(model))
+    matmul += model.hidden_size * model.vocab_size
+    attention = 12 * model.num_layers * seq_length * model.num_attention_heads * model.kv_channels
+    return float(6 * matmul + attention)

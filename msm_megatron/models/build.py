@@ -1,0 +1,127 @@
+"""Build Megatron-Core ``GPTModel``s from our small :class:`ModelConfig`.
+
+This is the only module that talks to Megatron's ``TransformerConfig``. Qwen3, Qwen2/2.5 and Llama
+are all pre-norm RMSNorm decoders with SwiGLU MLPs and RoPE; they differ in q/k RMSNorm (Qwen3),
+QKV bias (Qwen2), head_dim ≠ hidden/heads (Qwen3) and tied embeddings (small models) — all of
+which are fields of ``ModelConfig``.
+
+Layer spec: Transformer Engine when importable and ``train.spec`` is ``auto``/``te``; Megatron's
+local spec otherwise. FP8 needs TE: asking for it without TE is an error, never a silent bf16 run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from msm_megatron._compat.te import te_available
+from msm_megatron.config import Config, ConfigError, ModelConfig
+
+# Megatron's fp8 format per recipe: "hybrid" = e4m3 forward, e5m2 backward.
+FP8_FORMAT = {"delayed": "hybrid", "tensorwise": "hybrid", "blockwise": "e4m3", "mxfp8": "e4m3"}
+
+
+def padded_vocab_size(model: ModelConfig, tp: int) -> int:
+    """Vocab rounded up to a multiple of ``make_vocab_size_divisible_by * tp`` (Megatron's rule)."""
+    multiple = model.make_vocab_size_divisible_by * tp
+    return int(math.ceil(model.vocab_size / multiple) * multiple)
+
+
+def use_te_spec(cfg: Config) -> bool:
+    """Whether to build with Transformer Engine layers."""
+    if cfg.train.spec == "te" and not te_available():
+        raise ConfigError("train.spec=te but Transformer Engine is not importable; use train.spec=auto")
+    return cfg.train.spec != "local" and te_available()
+
+
+def fp8_fields(cfg: Config) -> dict:
+    """Megatron ``TransformerConfig`` FP8 fields for ``train.fp8`` (empty when FP8 is off)."""
+    recipe = cfg.train.fp8
+    if recipe is None:
+        return {}
+    if not te_available():
+        raise ConfigError(
+            f"train.fp8={recipe} needs Transformer Engine, which is not importable here. Without TE "
+            "Megatron would silently train in full precision. Use the NGC PyTorch container "
+            "(docs/install.md) or set train.fp8=null."
+        )
+    fields = {"fp8": FP8_FORMAT[recipe], "fp8_recipe": recipe}
+    if cfg.train.fp8_first_last_bf16:
+        fields.update(first_last_layers_bf16=True, num_layers_at_start_in_bf16=1,
+                      num_layers_at_end_in_bf16=1)
+    return fields
+
+
+def _recompute_fields(cfg: Config) -> dict:
+    mode = cfg.train.recompute
+    if mode == "none":
+        return {}
+    if mode == "selective":
+        return {"recompute_granularity": "selective"}
+    return {"recompute_granularity": "full", "recompute_method": "uniform",
+            "recompute_num_layers": cfg.train.recompute_num_layers}
+
+
+def transformer_config(cfg: Config):
+    """Megatron ``TransformerConfig`` for this run's model, layout and precision."""
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    m, p, t = cfg.model, cfg.parallel, cfg.train
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision]
+    on_cpu = not torch.cuda.is_available()
+    return TransformerConfig(
+        num_layers=m.num_layers, hidden_size=m.hidden_size, ffn_hidden_size=m.intermediate_size,
+        num_attention_heads=m.num_attention_heads, num_query_groups=m.num_key_value_heads,
+        kv_channels=m.kv_channels, normalization="RMSNorm", layernorm_epsilon=m.rms_norm_eps,
+        gated_linear_unit=True, activation_func=F.silu, add_bias_linear=False,
+        add_qkv_bias=m.qkv_bias, qk_layernorm=m.qk_norm, hidden_dropout=0.0,
+        attention_dropout=0.0, init_method_std=m.init_method_std,
+        tensor_model_parallel_size=p.tp, pipeline_model_parallel_size=p.pp,
+        virtual_pipeline_model_parallel_size=p.vpp, context_parallel_size=p.cp,
+        sequence_parallel=p.sequence_parallel, params_dtype=dtype, pipeline_dtype=dtype,
+        bf16=t.precision == "bf16", fp16=t.precision == "fp16", use_cpu_initialization=on_cpu,
+        bias_dropout_fusion=False, apply_rope_fusion=False, masked_softmax_fusion=not on_cpu,
+        gradient_accumulation_fusion=False, persist_layer_norm=False,
+        cross_entropy_loss_fusion=False, calculate_per_token_loss=True,
+        deallocate_pipeline_outputs=True, **_recompute_fields(cfg), **fp8_fields(cfg),
+    )
+
+
+def layer_spec(cfg: Config):
+    """The transformer-layer spec: TE when available (and allowed), local otherwise."""
+    from megatron.core.models.gpt import gpt_layer_specs as specs
+
+    if use_te_spec(cfg):
+        return specs.get_gpt_layer_with_transformer_engine_spec(qk_layernorm=cfg.model.qk_norm)
+    return specs.get_gpt_layer_local_spec(qk_layernorm=cfg.model.qk_norm, normalization="RMSNorm")
+
+
+def build_model_chunks(cfg: Config) -> list:
+    """This rank's model chunks (one per virtual pipeline stage), unwrapped, on the device.
+
+    Must be called after :func:`msm_megatron.distributed.init_distributed`.
+    """
+    from megatron.core import parallel_state as ps
+    from megatron.core.models.gpt import GPTModel
+
+    tconf = transformer_config(cfg)
+    spec = layer_spec(cfg)
+    vocab = padded_vocab_size(cfg.model, cfg.parallel.tp)
+    chunks = []
+    for vp_stage in range(cfg.parallel.vpp or 1):
+        vp = vp_stage if cfg.parallel.vpp else None
+        model = GPTModel(
+            config=tconf, transformer_layer_spec=spec, vocab_size=vocab,
+            max_sequence_length=cfg.model.max_position_embeddings,
+            pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp),
+            post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp),
+            share_embeddings_and_output_weights=cfg.model.tie_word_embeddings,
+            position_embedding_type="rope", rotary_base=int(cfg.model.rope_theta),
+            parallel_output=True, vp_stage=vp,
+        )
+        if torch.cuda.is_available():
+            model.cuda(torch.cuda.current_device())
+        chunks.append(model)
+    return chunks

@@ -1,0 +1,254 @@
+"""Map HF ``config.json`` dicts to :class:`~msm_megatron.config.ModelConfig` and back.
+
+Pure Python (no torch, no transformers). Three HF ``model_type`` values are supported:
+
+========  ==========  =========  ==========================================================
+arch      q/k norm    qkv bias   notes
+========  ==========  =========  ==========================================================
+qwen3     yes         no         ``head_dim`` may differ from hidden/heads (32B: 128 ≠ 80)
+qwen2     no          yes        Qwen2 and Qwen2.5
+llama     no          no         Llama 3.x; ``rope_scaling`` (llama3) is not supported
+========  ==========  =========  ==========================================================
+
+Optional fields missing from a ``config.json`` take the defaults of the HF config class
+(e.g. ``num_key_value_heads`` = heads, ``rope_theta`` = 10000, Qwen3 ``head_dim`` = 128), so a
+config reads the same here as in ``transformers``. Both the classic top-level ``rope_theta`` and
+transformers v5 ``rope_parameters`` are read; the writer emits top-level ``rope_theta``, which both
+transformers v4 (vLLM's pin) and v5 accept.
+
+Example::
+
+    cfg = load_hf_config("/models/Qwen3-32B")          # a directory or its config.json
+    assert hf_config_from_model(cfg)["head_dim"] == 128
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from msm_megatron.config import ConfigError, ModelConfig
+
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("qwen3", "qwen2", "llama")
+
+_ARCHITECTURES = {
+    "qwen3": "Qwen3ForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "llama": "LlamaForCausalLM",
+}
+# Per-architecture structural flags that HF does not spell out in config.json.
+_QKV_BIAS = {"qwen3": False, "qwen2": True, "llama": False}
+_QK_NORM = {"qwen3": True, "qwen2": False, "llama": False}
+
+# HF key -> ModelConfig field, for the keys mapped one to one.
+_RENAMES: dict[str, str] = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "intermediate_size": "intermediate_size",
+    "num_hidden_layers": "num_layers",
+    "num_attention_heads": "num_attention_heads",
+    "num_key_value_heads": "num_key_value_heads",
+    "head_dim": "head_dim",
+    "max_position_embeddings": "max_position_embeddings",
+    "rope_theta": "rope_theta",
+    "rms_norm_eps": "rms_norm_eps",
+    "tie_word_embeddings": "tie_word_embeddings",
+    "initializer_range": "init_method_std",
+}
+_REQUIRED = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "max_position_embeddings",
+)
+# Defaults of the HF config classes for optional keys (None = derive / leave unset).
+_HF_DEFAULTS: dict[str, dict[str, Any]] = {
+    arch: {
+        "num_key_value_heads": None,  # -> num_attention_heads
+        "head_dim": 128 if arch == "qwen3" else None,
+        "rope_theta": 10000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False,
+        "initializer_range": 0.02,
+    }
+    for arch in SUPPORTED_MODEL_TYPES
+}
+_INT_KEYS = {
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+}
+_FLOAT_KEYS = {"rope_theta", "rms_norm_eps", "initializer_range"}
+
+
+def _model_type(hf: dict) -> str:
+    if not isinstance(hf, dict):
+        raise ConfigError(f"HF config must be a mapping, got {type(hf).__name__}")
+    model_type = hf.get("model_type")
+    if model_type is None:
+        raise ConfigError(
+            "HF config has no 'model_type'; supported: " + ", ".join(SUPPORTED_MODEL_TYPES)
+        )
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(
+            f"unsupported HF model_type '{model_type}'; supported: "
+            + ", ".join(SUPPORTED_MODEL_TYPES)
+        )
+    return model_type
+
+
+def _rope_theta(hf: dict, model_type: str) -> Any:
+    """Read rope base from ``rope_theta`` or v5 ``rope_parameters``; reject scaled RoPE."""
+    scaling = hf.get("rope_scaling")
+    if scaling:
+        kind = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else None
+        if kind not in (None, "default"):
+            raise ConfigError(
+                f"HF field 'rope_scaling' (rope_type '{kind}') is not supported for {model_type}: "
+                "only plain RoPE is modelled; training without it would silently change the "
+                "model's positional encoding"
+            )
+    params = hf.get("rope_parameters")
+    if isinstance(params, dict):
+        kind = params.get("rope_type", "default")
+        if kind != "default":
+            raise ConfigError(
+                f"HF field 'rope_parameters.rope_type' = '{kind}' is not supported for "
+                f"{model_type}: only plain RoPE is modelled"
+            )
+        if "rope_theta" in params and "rope_theta" not in hf:
+            return params["rope_theta"]
+    return hf.get("rope_theta", _HF_DEFAULTS[model_type]["rope_theta"])
+
+
+def _check_unsupported(hf: dict, model_type: str) -> None:
+    """Reject HF options that change the computation but that ModelConfig does not model."""
+    act = hf.get("hidden_act", "silu")
+    if act != "silu":
+        raise ConfigError(f"HF field 'hidden_act' = '{act}' is not supported (only 'silu')")
+    if hf.get("use_sliding_window"):
+        raise ConfigError("HF field 'use_sliding_window' = true is not supported")
+    if hf.get("mlp_bias"):
+        raise ConfigError("HF field 'mlp_bias' = true is not supported")
+    if model_type != "qwen2" and hf.get("attention_bias"):
+        raise ConfigError(
+            f"HF field 'attention_bias' = true is not supported for {model_type} "
+            "(it would add biases to q/k/v and o projections)"
+        )
+
+
+def _typed(key: str, value: Any) -> Any:
+    """Check the JSON type of one mapped value; ints stay ints, numbers become floats."""
+    if value is None:
+        return None
+    if key in _INT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"HF field '{key}' must be an integer, got {value!r}")
+        return value
+    if key in _FLOAT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"HF field '{key}' must be a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, bool):
+        raise ConfigError(f"HF field '{key}' must be true/false, got {value!r}")
+    return value
+
+
+def model_config_from_hf(hf: dict, hf_path: str | None = None) -> ModelConfig:
+    """Build a :class:`ModelConfig` from an HF ``config.json`` dict.
+
+    Args:
+        hf: The parsed ``config.json``.
+        hf_path: Optional HF repo id or directory, recorded as ``ModelConfig.hf_path``.
+
+    Returns:
+        The model config (``qkv_bias``/``qk_norm`` follow from ``model_type``).
+
+    Raises:
+        ConfigError: unsupported ``model_type`` (lists supported ones), a missing required
+            field, a wrongly typed field, or an unsupported option (e.g. ``rope_scaling``).
+    """
+    model_type = _model_type(hf)
+    missing = [key for key in _REQUIRED if hf.get(key) is None]
+    if missing:
+        raise ConfigError(f"HF config ({model_type}) is missing required field(s): {missing}")
+    _check_unsupported(hf, model_type)
+    values = dict(_HF_DEFAULTS[model_type])
+    values.update({key: hf[key] for key in _RENAMES if key in hf and key != "rope_theta"})
+    values["rope_theta"] = _rope_theta(hf, model_type)
+    kwargs = {field: _typed(key, values.get(key)) for key, field in _RENAMES.items()}
+    if kwargs["num_key_value_heads"] is None:
+        kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]
+    return ModelConfig(
+        arch=model_type,
+        qkv_bias=_QKV_BIAS[model_type],
+        qk_norm=_QK_NORM[model_type],
+        hf_path=hf_path,
+        **kwargs,
+    )
+
+
+def hf_config_from_model(cfg: ModelConfig) -> dict:
+    """Write the HF ``config.json`` dict for a :class:`ModelConfig`.
+
+    Round trip is exact for the modelled fields: ``model_config_from_hf(hf_config_from_model(m))``
+    equals ``m`` (apart from ``hf_path`` and ``make_vocab_size_divisible_by``, which HF does not
+    store). ``head_dim`` is written only when set. Tokenizer ids (bos/eos), ``torch_dtype`` and the
+    like are not modelled: an exporter should start from the source checkpoint's ``config.json``
+    and update it with this dict.
+
+    Raises:
+        ConfigError: ``arch``/``qkv_bias``/``qk_norm`` combination that HF cannot express.
+    """
+    arch = cfg.arch
+    if arch not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(f"unsupported arch '{arch}'; supported: {SUPPORTED_MODEL_TYPES}")
+    if cfg.qkv_bias != _QKV_BIAS[arch] or cfg.qk_norm != _QK_NORM[arch]:
+        raise ConfigError(
+            f"model.arch={arch} requires qkv_bias={_QKV_BIAS[arch]} and qk_norm={_QK_NORM[arch]} "
+            f"to be expressible as an HF config (got {cfg.qkv_bias}, {cfg.qk_norm})"
+        )
+    hf: dict[str, Any] = {"architectures": [_ARCHITECTURES[arch]], "model_type": arch}
+    for key, field in _RENAMES.items():
+        value = getattr(cfg, field)
+        if key == "head_dim" and value is None:
+            continue
+        hf[key] = value
+    hf["hidden_act"] = "silu"
+    hf["rope_scaling"] = None
+    if arch == "qwen2":
+        hf["use_sliding_window"] = False
+    else:
+        hf["attention_bias"] = False
+    return hf
+
+
+def load_hf_config(path: str | Path) -> ModelConfig:
+    """Read an HF ``config.json`` (or a model directory holding one) into a ModelConfig.
+
+    ``hf_path`` is set to the model directory. Errors name the file.
+
+    Raises:
+        ConfigError: file missing, not JSON, not a mapping, or not mappable (see
+            :func:`model_config_from_hf`).
+    """
+    path = Path(path)
+    file = path / "config.json" if path.is_dir() else path
+    if not file.is_file():
+        raise ConfigError(f"{file}: HF config not found (expected a config.json or its directory)")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid JSON: {exc}") from exc
+    try:
+        return model_config_from_hf(data, hf_path=str(file.parent))
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {exc}") from exc

@@ -1,0 +1,61 @@
+"""Llama-3.1-8B recipes (midtraining and SFT) — the paper's "cheese" model, from the base model.
+
+Shape: hidden 4096, 32 layers, 32 heads, 8 KV heads, vocab 128256, rope base 500000, untied.
+
+**Caveat — RoPE scaling.** The real ``meta-llama/Llama-3.1-8B`` ``config.json`` has
+``rope_scaling`` of type ``llama3`` (factor 8), which changes the low RoPE frequencies at every
+sequence length. ``ModelConfig`` does not model it yet, so :func:`load_hf_config` refuses that
+file, and these recipes describe plain RoPE: they are right for shape/memory/throughput planning
+but fine-tuning a real Llama-3.1 checkpoint needs the scaling wired through (Megatron-Core's
+``rope_scaling``/``rope_scaling_factor``). The paper trained this model at sequence length 4096;
+pass ``data.seq_length=4096`` to match it.
+
+Layout: TP2 × DP4 on one 8×H100 node (as for Qwen3-8B).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from msm_megatron.config import Config
+from msm_megatron.recipes.stages import build_recipe
+
+LLAMA3_1_8B = {
+    "model_type": "llama",
+    "vocab_size": 128256,
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "max_position_embeddings": 131072,
+    "rope_theta": 500000.0,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+    "initializer_range": 0.02,
+}
+
+
+def llama3_1_8b_midtrain() -> Config:
+    """Llama-3.1-8B midtraining: TP2 × DP4 on 8 H100s."""
+    return build_recipe(
+        "llama3_1_8b_midtrain",
+        LLAMA3_1_8B,
+        "midtrain",
+        hf_path="meta-llama/Llama-3.1-8B",
+        tp=2,
+        world_size=8,
+    )
+
+
+def llama3_1_8b_sft() -> Config:
+    """Llama-3.1-8B SFT/AFT on packed chats: TP2 × DP4 on 8 H100s."""
+    return build_recipe(
+        "llama3_1_8b_sft", LLAMA3_1_8B, "sft", hf_path="meta-llama/Llama-3.1-8B", tp=2, world_size=8
+    )
+
+
+RECIPES: dict[str, Callable[[], Config]] = {
+    fn.__name__: fn for fn in (llama3_1_8b_midtrain, llama3_1_8b_sft)
+}

@@ -1,0 +1,103 @@
+"""The one recipe builder: an HF-style shape dict + a training stage -> a :class:`Config`.
+
+Every full-size recipe (``qwen3``, ``qwen2``, ``llama``) is a one-line call to
+:func:`build_recipe`; the stage defaults live here, once.
+
+Stage defaults (full-parameter training on H100s):
+
+* ``midtrain`` — continued pre-training on the synthetic MSM corpus: plain LM loss, sequence
+  length 8192, bf16, AdamW lr 1e-5 → 1e-6 cosine with 5% warmup, weight decay 0.1, global batch
+  64 sequences (64 × 8192 ≈ 0.52M tokens/step), budget 41M tokens (one epoch of the ≈41M-token
+  philosophy-spec corpus, ≈79 steps).
+* ``sft`` — AFT / instruction tuning on packed chats (assistant-only loss): sequence length 8192
+  (packed), lr 1e-5 → 1e-6, global batch 32 (≈0.26M tokens/step), budget 7M tokens (≈5M no-CoT
+  AFT + ≈2M general instruction-tuning mix, see ``docs/msm-method.md``; ≈27 steps).
+
+Both use the distributed optimizer (optimizer state sharded over data parallel ranks) with
+overlapped grad reduce and param gather, selective activation recompute (core attention), and
+sequence parallelism whenever ``tp > 1`` (needs Transformer Engine, as on the NGC container).
+Micro batch is 1 sequence of 8192 tokens: at this length a larger micro batch buys little
+efficiency and costs activation memory linearly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from msm_megatron.config import (
+    CheckpointConfig,
+    Config,
+    DataConfig,
+    OptimConfig,
+    ParallelConfig,
+    TrainConfig,
+)
+from msm_megatron.models.hf_config import model_config_from_hf
+
+Stage = Literal["midtrain", "sft"]
+
+MIDTRAIN_TOKENS = 41_000_000
+SFT_TOKENS = 7_000_000
+
+_STAGES: dict[str, dict] = {
+    "midtrain": {"global_batch_size": 64, "tokens": MIDTRAIN_TOKENS, "save_interval": 20},
+    "sft": {"global_batch_size": 32, "tokens": SFT_TOKENS, "save_interval": 10},
+}
+
+
+def build_recipe(
+    name: str,
+    shape: dict,
+    stage: Stage,
+    *,
+    hf_path: str,
+    tp: int,
+    world_size: int,
+    pp: int = 1,
+    seq_length: int = 8192,
+) -> Config:
+    """Build a full-size recipe from an HF ``config.json``-style shape dict.
+
+    Args:
+        name: Recipe name; also the run name and ``runs/<name>`` run directory.
+        shape: HF config dict (``model_type``, ``hidden_size``, …), mapped by
+            :func:`~msm_megatron.models.hf_config.model_config_from_hf`.
+        stage: ``"midtrain"`` or ``"sft"`` (see the module docstring for what each sets).
+        hf_path: HF repo id of the starting checkpoint.
+        tp: Tensor parallel size (sequence parallel is switched on when > 1).
+        world_size: The GPU count the layout is designed for (dp = world / (tp·pp)).
+        pp: Pipeline parallel size.
+        seq_length: Training sequence length.
+
+    Returns:
+        A fresh :class:`Config`; ``data.path`` is left unset (pass ``data.path=…``).
+    """
+    if stage not in _STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(_STAGES)}")
+    st = _STAGES[stage]
+    return Config(
+        name=name,
+        model=model_config_from_hf(shape, hf_path=hf_path),
+        parallel=ParallelConfig(
+            tp=tp,
+            pp=pp,
+            sequence_parallel=tp > 1,
+            distributed_optimizer=True,
+            overlap_grad_reduce=True,
+            overlap_param_gather=True,
+            world_size=world_size,
+        ),
+        data=DataConfig(seq_length=seq_length),
+        optim=OptimConfig(
+            lr=1e-5, min_lr=1e-6, weight_decay=0.1, warmup_fraction=0.05, decay_style="cosine"
+        ),
+        train=TrainConfig(
+            micro_batch_size=1,
+            global_batch_size=st["global_batch_size"],
+            tokens=st["tokens"],
+            precision="bf16",
+            recompute="selective",
+            run_dir=f"runs/{name}",
+        ),
+        checkpoint=CheckpointConfig(save_interval=st["save_interval"], keep_last=2),
+    )

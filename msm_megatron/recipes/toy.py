@@ -1,0 +1,65 @@
+"""A tiny Qwen3 for the CPU demo and tests: trains in seconds, exercises Qwen3's quirks.
+
+``head_dim`` 32 ≠ hidden/heads (64/4 = 16), GQA (4 heads, 2 KV heads), q/k norm and tied
+embeddings. The vocabulary (2048) matches the demo's SentencePiece tokenizer, and ``data.path``
+is where the demo writes its token file. The shape divides for TP ≤ 2 and PP ∈ {1, 2, 4}, so the
+same recipe runs the CPU parallelism checks (e.g. ``parallel.tp=2 parallel.pp=2`` on 4 ranks).
+
+Run::
+
+    msm train qwen3_toy_midtrain
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from msm_megatron.config import (
+    CheckpointConfig,
+    Config,
+    DataConfig,
+    LogConfig,
+    OptimConfig,
+    ParallelConfig,
+    TrainConfig,
+)
+from msm_megatron.models.hf_config import model_config_from_hf
+
+QWEN3_TOY = {
+    "model_type": "qwen3",
+    "vocab_size": 2048,
+    "hidden_size": 64,
+    "intermediate_size": 192,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "max_position_embeddings": 512,
+    "rope_theta": 1000000,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+    "initializer_range": 0.02,
+}
+
+
+def qwen3_toy_midtrain() -> Config:
+    """Tiny Qwen3 midtraining on CPU: fp32, 60 steps of 16 × 128 tokens, checkpoint every 20."""
+    return Config(
+        name="qwen3_toy_midtrain",
+        model=model_config_from_hf(QWEN3_TOY),
+        parallel=ParallelConfig(),
+        data=DataConfig(path="examples/data/demo_tokens", seq_length=128),
+        optim=OptimConfig(lr=3e-3, min_lr=3e-4, warmup_fraction=0.1, decay_style="cosine"),
+        train=TrainConfig(
+            micro_batch_size=4,
+            global_batch_size=16,
+            steps=60,
+            precision="fp32",
+            run_dir="runs/toy",
+        ),
+        checkpoint=CheckpointConfig(save_interval=20),
+        log=LogConfig(interval=5),
+    )
+
+
+RECIPES: dict[str, Callable[[], Config]] = {"qwen3_toy_midtrain": qwen3_toy_midtrain}

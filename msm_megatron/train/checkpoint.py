@@ -1,0 +1,203 @@
+"""Megatron ``dist_checkpointing`` saves with Megatron's on-disk layout, crash-safe.
+
+Layout (readable by Megatron tools)::
+
+    <run_dir>/checkpoints/
+        iter_0000020/                        torch_dist shards + common.pt + metadata.json
+            msm_meta.json                    versions, layout, data position, config
+        latest_checkpointed_iteration.txt    written last, atomically
+
+The "latest" marker is replaced (write-temp-then-rename) only after every rank finished writing
+and ``msm_meta.json`` exists, so a kill at any moment during a save leaves the previous complete
+checkpoint as "latest". ``torch_dist`` checkpoints are reshardable: a run saved at one TP/PP/DP
+resumes at another (model and optimizer; the RNG state is only restored on the same layout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from msm_megatron.config import Config, to_dict
+
+LATEST = "latest_checkpointed_iteration.txt"
+META = "msm_meta.json"
+# Fault injection for crash tests: ``during_save:N`` SIGKILLs the process after the shards of
+# iteration N are written but before the "latest" marker moves; ``after_save:N`` right after the
+# save of iteration N completed. Used by tests/distributed/test_resume.py.
+FAULT_ENV = "MSM_FAULT_KILL"
+
+
+def _maybe_fault(point: str, iteration: int) -> None:
+    if os.environ.get(FAULT_ENV) == f"{point}:{iteration}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class TrainState:
+    """Counters that define where training is; stored in every checkpoint."""
+
+    iteration: int = 0
+    consumed_samples: int = 0
+    consumed_tokens: int = 0
+
+
+def iter_dir(ckpt_root: Path, iteration: int) -> Path:
+    """``<root>/iter_0000100`` (Megatron's naming)."""
+    return Path(ckpt_root) / f"iter_{iteration:07d}"
+
+
+def latest_iteration(ckpt_root: Path) -> int | None:
+    """Iteration named by the latest marker, or None when there is no complete checkpoint."""
+    marker = Path(ckpt_root) / LATEST
+    if not marker.exists():
+        return None
+    text = marker.read_text().strip()
+    if not text.isdigit():
+        raise ValueError(f"{marker}: expected an iteration number, found {text!r}; delete the file "
+                         "or point checkpoint.load at a specific iter_XXXXXXX directory")
+    return int(text)
+
+
+def _layout() -> dict:
+    from msm_megatron.distributed import ranks
+
+    r = ranks()
+    return {k: r[k] for k in ("world", "tp", "pp", "cp", "dp")}
+
+
+def _rng_object(is_loading: bool):
+    from megatron.core import parallel_state as ps
+    from megatron.core import tensor_parallel
+    from megatron.core.dist_checkpointing.mapping import ShardedObject
+
+    state = {} if is_loading else {
+        "torch": torch.get_rng_state(),
+        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
+    }
+    return ShardedObject(
+        "rng_state", state,
+        (ps.get_pipeline_model_parallel_world_size(), ps.get_tensor_model_parallel_world_size()),
+        (ps.get_pipeline_model_parallel_rank(), ps.get_tensor_model_parallel_rank()),
+        replica_id=ps.get_data_parallel_rank(with_context_parallel=True),
+    )
+
+
+# The distributed optimizer's state is saved in a canonical per-parameter form that reloads at any
+# TP/PP/DP ("fully_reshardable"); Megatron's older flattened format is no longer supported.
+SHARDING_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
+
+
+def sharded_state(chunks, optimizer, scheduler, state: TrainState | None, is_loading: bool,
+                  with_rng: bool = True) -> dict:
+    """The full sharded state dict (model chunks, optimizer, schedule, counters, RNG)."""
+    sd: dict = {}
+    model_sd: dict = {}
+    for i, chunk in enumerate(chunks):
+        key = "model" if len(chunks) == 1 else f"model{i}"
+        sd[key] = chunk.sharded_state_dict(metadata=SHARDING_METADATA)
+        model_sd.update(sd[key])
+    if optimizer is not None:
+        sd["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=is_loading,
+                                                      metadata=SHARDING_METADATA)
+    if scheduler is not None:
+        sd["opt_param_scheduler"] = scheduler.state_dict()
+    if state is not None:
+        sd["train_state"] = vars(state).copy()
+    if with_rng:
+        sd["rng_state"] = _rng_object(is_loading)
+    return sd
+
+
+def _write_meta(path: Path, cfg: Config, state: TrainState) -> None:
+    import megatron.core
+
+    meta = {
+        "iteration": state.iteration, "consumed_samples": state.consumed_samples,
+        "consumed_tokens": state.consumed_tokens,
+        "data_position": {"consumed_samples": state.consumed_samples, "seed": cfg.data.seed,
+                          "path": cfg.data.path},
+        "layout": _layout(), "time": time.time(),
+        "versions": {"torch": torch.__version__, "megatron_core": megatron.core.__version__},
+        "config": to_dict(cfg),
+    }
+    tmp = path / (META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, path / META)
+
+
+def _publish(root: Path, iteration: int, keep_last: int | None) -> None:
+    tmp = root / (LATEST + ".tmp")
+    tmp.write_text(str(iteration))
+    os.replace(tmp, root / LATEST)
+    if keep_last:
+        done = sorted(p for p in root.glob("iter_*") if (p / META).exists())
+        for old in done[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def save(cfg: Config, chunks, optimizer, scheduler, state: TrainState, root: Path) -> Path:
+    """Save a complete checkpoint for ``state.iteration`` and move the "latest" marker to it."""
+    from megatron.core import dist_checkpointing
+
+    path = iter_dir(root, state.iteration)
+    if dist.get_rank() == 0:
+        if path.exists():  # leftover of an interrupted save of this same iteration
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+    dist.barrier()
+    sd = sharded_state(chunks, optimizer, scheduler, state, is_loading=False)
+    dist_checkpointing.save(sd, str(path))
+    _maybe_fault("during_save", state.iteration)
+    dist.barrier()
+    if dist.get_rank() == 0:
+        _write_meta(path, cfg, state)
+        _publish(Path(root), state.iteration, cfg.checkpoint.keep_last)
+    dist.barrier()
+    _maybe_fault("after_save", state.iteration)
+    return path
+
+
+def load(chunks, optimizer, scheduler, path: Path) -> TrainState:
+    """Restore model, optimizer, schedule and counters from a checkpoint directory."""
+    from megatron.core import dist_checkpointing
+
+    meta = json.loads((Path(path) / META).read_text())
+    same_layout = meta["layout"] == _layout()
+    sd = sharded_state(chunks, optimizer, scheduler, TrainState(), is_loading=True,
+                       with_rng=same_layout)
+    loaded = dist_checkpointing.load(sd, str(path))
+    for i, chunk in enumerate(chunks):
+        chunk.load_state_dict(loaded["model" if len(chunks) == 1 else f"model{i}"])
+    if optimizer is not None:
+        optimizer.load_state_dict(loaded["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(loaded["opt_param_scheduler"])
+    if same_layout:
+        _restore_rng(loaded["rng_state"])
+    return TrainState(**loaded["train_state"])
+
+
+def _restore_rng(rng: dict) -> None:
+    from megatron.core import tensor_parallel
+
+    torch.set_rng_state(rng["torch"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(rng["tracker"])
+
+
+def load_model_weights(chunks, path: Path) -> None:
+    """Load only the model weights (fine-tuning from a checkpoint; counters start at zero)."""
+    from megatron.core import dist_checkpointing
+
+    sd = sharded_state(chunks, None, None, None, is_loading=True, with_rng=False)
+    loaded = dist_checkpointing.load(sd, str(path))
+    for i, chunk in enumerate(chunks):
+        chunk.load_state_dict(loaded["model" if len(chunks) == 1 else f"model{i}"])

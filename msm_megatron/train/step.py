@@ -1,0 +1,58 @@
+"""What one micro-batch does: fetch samples, run the model, compute the LM loss.
+
+Data order: sample ``k`` of a run is fully determined by ``(data.seed, k)`` (see
+:class:`msm_megatron.data.token_file.TokenDataset`), so the only data position a checkpoint needs
+is ``consumed_samples``. Within a global batch, micro-batch ``j`` on data-parallel rank ``r``
+holds samples ``consumed + j·mbs·dp + r·mbs + [0, mbs)`` — Megatron's pretraining sampler order.
+Every pipeline stage reads the same micro-batch from the (memory-mapped) dataset, so no batch
+broadcast is needed.
+
+Loss normalisation: the loss function returns ``(sum of per-token losses, number of loss tokens)``
+with Megatron's ``calculate_per_token_loss=True``; ``finalize_model_grads`` divides gradients by
+the token count summed over all micro-batches *and* data-parallel ranks. So every supervised token
+of a global batch weighs the same, whatever the micro-batch/DP split — the property that makes a
+DP/TP/PP run equal to a single-rank run, and the right normalisation for masked SFT losses.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Iterator
+
+import torch
+
+
+def microbatch_indices(consumed: int, micro: int, mbs: int, dp: int, dp_rank: int) -> list[int]:
+    """Global sample indices of micro-batch ``micro`` for one data-parallel rank."""
+    start = consumed + micro * mbs * dp + dp_rank * mbs
+    return list(range(start, start + mbs))
+
+
+def batch_iterator(dataset, consumed: int, num_micro: int, mbs: int, dp: int, dp_rank: int
+                   ) -> Iterator[dict]:
+    """Yield this rank's micro-batches of one global batch as tensors on the current device."""
+    device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+    for micro in range(num_micro):
+        batch = dataset.batch(microbatch_indices(consumed, micro, mbs, dp, dp_rank))
+        yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
+    """Masked sum of per-token losses, the number of loss tokens, and values to report."""
+    losses = output_tensor.float()
+    mask = loss_mask.view(-1).float()
+    loss_sum = torch.sum(losses.view(-1) * mask)
+    num_tokens = mask.sum().to(torch.int)
+    report = torch.stack([loss_sum.detach().clone(), mask.sum().detach()])
+    return loss_sum, num_tokens, {"lm loss": report}
+
+
+def forward_step(data_iterator, model):
+    """Megatron ``forward_step_func``: one micro-batch through one model chunk."""
+    batch = next(data_iterator)
+    tokens = batch["tokens"]
+    position_ids = batch.get("position_ids")
+    if position_ids is None:
+        position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand_as(tokens)
+    output = model(tokens, position_ids, None, labels=batch["labels"])
+    return output, partial(loss_func, batch["loss_mask"])

@@ -1,0 +1,193 @@
+"""The training loop: a thin layer over Megatron-Core's ``get_forward_backward_func``.
+
+The trainer owns the loop, its cadence (log / checkpoint), resume and shutdown. Everything that
+computes — model, pipeline schedules, gradient reduction, optimizer, checkpoint I/O — is
+Megatron-Core. Run it through the CLI::
+
+    msm train qwen3_toy_midtrain                      # one process
+    msm train qwen3_toy_midtrain --nproc 2 parallel.tp=2   # torchrun, 2 ranks
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from msm_megatron._compat.te import te_available
+from msm_megatron.config import Config, ConfigError, save_yaml
+from msm_megatron.distributed import init_distributed, read_launch_env
+from msm_megatron.flops import model_flops_per_token
+from msm_megatron.models.build import build_model_chunks
+from msm_megatron.train import checkpoint as ckpt
+from msm_megatron.train.metrics import MetricsLogger
+from msm_megatron.train.optim import build_optimizer, build_scheduler
+from msm_megatron.train.preemption import REQUEUE_EXIT_CODE, PreemptionHandler
+from msm_megatron.train.step import batch_iterator, forward_step
+from msm_megatron.validate import derive_layout, validate
+
+
+@dataclass
+class TrainResult:
+    """What a run did: per-step records (rank 0 has them all), final counters, exit code."""
+
+    records: list[dict] = field(default_factory=list)
+    state: ckpt.TrainState = field(default_factory=ckpt.TrainState)
+    exit_code: int = 0
+    stopped_by: str | None = None
+
+
+def wrap_for_training(cfg: Config, chunks: list) -> list:
+    """Mixed-precision wrapper (bf16/fp16) and Megatron DDP around each model chunk."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    from megatron.core.transformer.module import Float16Module
+
+    tconf = chunks[0].config
+    ddp_cfg = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True, overlap_grad_reduce=cfg.parallel.overlap_grad_reduce,
+        overlap_param_gather=cfg.parallel.overlap_param_gather,
+        use_distributed_optimizer=cfg.parallel.distributed_optimizer, check_for_nan_in_grad=True,
+    )
+    wrapped = []
+    for i, chunk in enumerate(chunks):
+        if cfg.train.precision != "fp32":
+            chunk = Float16Module(tconf, chunk)
+        ddp = DistributedDataParallel(config=tconf, ddp_config=ddp_cfg, module=chunk,
+                                      disable_bucketing=i > 0)
+        ddp.broadcast_params()
+        wrapped.append(ddp)
+    return wrapped
+
+
+def _install_schedule_hooks(cfg: Config, chunks: list, optimizer) -> None:
+    """The callbacks Megatron's schedules expect on the model config (as Megatron-LM sets them)."""
+    from megatron.core.distributed import finalize_model_grads
+
+    tconf = chunks[0].config
+    tconf.grad_scale_func = optimizer.scale_loss
+    tconf.finalize_model_grads_func = finalize_model_grads
+    one = len(chunks) == 1
+    if cfg.parallel.overlap_grad_reduce:
+        tconf.no_sync_func = chunks[0].no_sync if one else [c.no_sync for c in chunks]
+        tconf.grad_sync_func = chunks[0].start_grad_sync if one else [c.start_grad_sync for c in chunks]
+    if cfg.parallel.overlap_param_gather:
+        tconf.param_sync_func = (chunks[0].start_param_sync if one
+                                 else [c.start_param_sync for c in chunks])
+
+
+def _reduce_loss(losses: list[dict]) -> float:
+    """Token-weighted mean loss of the global batch, identical on every rank."""
+    total = torch.zeros(2, dtype=torch.float64)
+    for item in losses:
+        total += item["lm loss"].double().cpu()
+    if torch.cuda.is_available():
+        total = total.cuda()
+    dist.all_reduce(total)  # every TP rank of the last stage reports the same sum: ratio unchanged
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+class Trainer:
+    """Builds everything for a :class:`Config` and runs the loop."""
+
+    def __init__(self, cfg: Config):
+        launch = read_launch_env()
+        validate(cfg, launch.world_size, te_available())  # before any process group exists
+        if cfg.data.path is None:
+            raise ConfigError("data.path is not set: point it at a token file (see `msm data`)")
+        self.cfg = cfg
+        self.layout = derive_layout(cfg, launch.world_size)
+        torch.manual_seed(cfg.train.seed)
+        init_distributed(cfg.parallel, cfg.train.seed)
+        self.run_dir = Path(cfg.train.run_dir)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.chunks = wrap_for_training(cfg, build_model_chunks(cfg))
+        self.optimizer = build_optimizer(cfg, self.chunks)
+        self.total_steps = self.layout["total_steps"]
+        self.scheduler = build_scheduler(cfg, self.optimizer, self.total_steps)
+        _install_schedule_hooks(cfg, self.chunks, self.optimizer)
+        from msm_megatron.data.token_file import TokenDataset
+
+        self.dataset = TokenDataset(cfg.data.path, cfg.data.seq_length, cfg.data.seed)
+        self.state = self._restore()
+        self._last_saved = self.state.iteration
+
+    def _restore(self) -> ckpt.TrainState:
+        latest = ckpt.latest_iteration(self.ckpt_root) if self.cfg.checkpoint.resume else None
+        if latest is not None:
+            return ckpt.load(self.chunks, self.optimizer, self.scheduler,
+                             ckpt.iter_dir(self.ckpt_root, latest))
+        if self.cfg.checkpoint.load:
+            source = Path(self.cfg.checkpoint.load)
+            found = ckpt.latest_iteration(source)
+            ckpt.load_model_weights(self.chunks, ckpt.iter_dir(source, found) if found is not None
+                                    else source)
+        return ckpt.TrainState()
+
+    def _train_step(self) -> tuple[float, float | None, float]:
+        from megatron.core import parallel_state as ps
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        mbs, dp = self.cfg.train.micro_batch_size, self.layout["dp"]
+        num_micro = self.layout["num_microbatches"]
+        for chunk in self.chunks:
+            chunk.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        iters = [batch_iterator(self.dataset, self.state.consumed_samples, num_micro, mbs, dp,
+                                ps.get_data_parallel_rank()) for _ in self.chunks]
+        losses = get_forward_backward_func()(
+            forward_step_func=forward_step, data_iterator=iters if len(iters) > 1 else iters[0],
+            model=self.chunks, num_microbatches=num_micro, seq_length=self.cfg.data.seq_length,
+            micro_batch_size=mbs, forward_only=False,
+        )
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step applies
+        _, grad_norm, _ = self.optimizer.step()
+        self.scheduler.step(increment=1)
+        return _reduce_loss(losses), grad_norm, lr
+
+    def fit(self) -> TrainResult:
+        """Train to ``total_steps`` (or until a preemption signal); save and report."""
+        cfg, state, result = self.cfg, self.state, TrainResult()
+        rank0 = dist.get_rank() == 0
+        if rank0:
+            save_yaml(cfg, self.run_dir / "config.yaml")
+        logger = MetricsLogger(cfg, self.run_dir, self.total_steps, state.iteration,
+                               model_flops_per_token(cfg.model, cfg.data.seq_length),
+                               dist.get_world_size(), enabled=rank0)
+        signals = PreemptionHandler(cfg.checkpoint.exit_signals)
+        tokens_per_step = self.layout["tokens_per_step"]
+        try:
+            while state.iteration < self.total_steps:
+                loss, grad_norm, lr = self._train_step()
+                state.iteration += 1
+                state.consumed_samples += cfg.train.global_batch_size
+                state.consumed_tokens += tokens_per_step
+                result.records.append(logger.step(state.iteration, loss, lr, grad_norm,
+                                                  tokens_per_step, state.consumed_tokens, 1))
+                interval = cfg.checkpoint.save_interval
+                if interval and state.iteration % interval == 0:
+                    self._save(logger)
+                if signals.should_stop():
+                    result.stopped_by = signals.received or "signal on another rank"
+                    if cfg.checkpoint.save_on_exit:
+                        self._save(logger)
+                    result.exit_code = REQUEUE_EXIT_CODE
+                    logger.message(f"stopped by {result.stopped_by} at step {state.iteration}; "
+                                   f"exit {REQUEUE_EXIT_CODE} (resume with the same command)")
+                    break
+            else:
+                if self._last_saved != state.iteration or ckpt.latest_iteration(self.ckpt_root) is None:
+                    self._save(logger)  # the final state (iteration 0 = the initial weights)
+        finally:
+            signals.close()
+            logger.close()
+        result.state = state
+        return result
+
+    def _save(self, logger: MetricsLogger) -> None:
+        path = ckpt.save(self.cfg, self.chunks, self.optimizer, self.scheduler, self.state,
+                         self.ckpt_root)
+        self._last_saved = self.state.iteration
+        logger.restart_clock()
+        logger.message(f"saved checkpoint {path}")

@@ -1,0 +1,259 @@
+"""Semantic checks of a :class:`Config` against a world size, before any process group exists.
+
+Pure Python: no torch, no megatron. :func:`validate` collects every problem it finds and raises
+one :class:`~msm_megatron.config.ConfigError` listing them all, each naming the keys involved and
+a fix. :func:`derive_layout` computes the derived sizes (dp, micro-batches, steps).
+
+Example::
+
+    validate(cfg, world_size=16, te_available=True)
+    derive_layout(cfg, 16)   # {'dp': 1, 'num_microbatches': 64, 'tokens_per_step': ..., ...}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from msm_megatron.config import Config, ConfigError
+
+
+def _factorization(cfg: Config) -> str:
+    p = cfg.parallel
+    return f"tp {p.tp} × pp {p.pp} × cp {p.cp} = {p.tp * p.pp * p.cp}"
+
+
+def _check_world(cfg: Config, world_size: int) -> list[str]:
+    p = cfg.parallel
+    sizes = {"parallel.tp": p.tp, "parallel.pp": p.pp, "parallel.cp": p.cp}
+    errors = [f"{key}={val} must be ≥ 1" for key, val in sizes.items() if val < 1]
+    if world_size < 1:
+        errors.append(f"world size {world_size} must be ≥ 1")
+    if errors:
+        return errors
+    model_parallel = p.tp * p.pp * p.cp
+    if world_size % model_parallel:
+        errors.append(
+            f"world {world_size} is not divisible by {_factorization(cfg)}: "
+            f"dp = world / (tp·pp·cp) must be an integer. Launch a multiple of {model_parallel} "
+            f"ranks, or change parallel.tp/pp/cp so their product divides {world_size}"
+        )
+    return errors
+
+
+def _check_heads(cfg: Config, world_size: int) -> list[str]:
+    m, tp = cfg.model, cfg.parallel.tp
+    errors = []
+    if m.head_dim is None and m.hidden_size % m.num_attention_heads:
+        errors.append(
+            f"model.hidden_size={m.hidden_size} is not divisible by model.num_attention_heads="
+            f"{m.num_attention_heads}; set model.head_dim explicitly"
+        )
+    if m.num_attention_heads % m.num_key_value_heads:
+        errors.append(
+            f"model.num_attention_heads={m.num_attention_heads} is not a multiple of "
+            f"model.num_key_value_heads={m.num_key_value_heads} (GQA groups must be equal)"
+        )
+    if tp >= 1 and m.num_attention_heads % tp:
+        errors.append(
+            f"model.num_attention_heads={m.num_attention_heads} is not divisible by "
+            f"parallel.tp={tp}; each TP rank must hold whole heads"
+        )
+    kv = m.num_key_value_heads
+    if tp >= 1 and kv % tp and tp % kv:
+        errors.append(
+            f"model.num_key_value_heads={kv} and parallel.tp={tp}: the KV heads must divide "
+            f"evenly across TP ranks (kv % tp == 0) or be replicated evenly (tp % kv == 0)"
+        )
+    return errors
+
+
+def _check_pipeline(cfg: Config, world_size: int) -> list[str]:
+    p, layers = cfg.parallel, cfg.model.num_layers
+    errors = []
+    if p.pp >= 1 and layers % p.pp:
+        errors.append(
+            f"model.num_layers={layers} is not divisible by parallel.pp={p.pp}; "
+            "pipeline stages must hold equal numbers of layers"
+        )
+    if p.vpp is not None:
+        if p.pp <= 1:
+            errors.append(
+                f"parallel.vpp={p.vpp} (interleaved pipeline) requires parallel.pp > 1; "
+                "set parallel.vpp=null"
+            )
+        elif p.vpp < 1 or layers % (p.pp * p.vpp):
+            errors.append(
+                f"model.num_layers={layers} is not divisible by parallel.pp × parallel.vpp = "
+                f"{p.pp} × {p.vpp}; each virtual stage must hold whole, equal layer chunks"
+            )
+    return errors
+
+
+def _check_batch(cfg: Config, world_size: int) -> list[str]:
+    p, t = cfg.parallel, cfg.train
+    if t.micro_batch_size < 1 or t.global_batch_size < 1:
+        return ["train.micro_batch_size and train.global_batch_size must be ≥ 1"]
+    model_parallel = max(p.tp, 1) * max(p.pp, 1) * max(p.cp, 1)
+    if world_size < 1 or world_size % model_parallel:
+        return []  # reported by _check_world
+    dp = world_size // model_parallel
+    if t.global_batch_size % (t.micro_batch_size * dp):
+        return [
+            f"train.global_batch_size={t.global_batch_size} is not divisible by "
+            f"train.micro_batch_size × dp = {t.micro_batch_size} × {dp}; "
+            f"use a multiple of {t.micro_batch_size * dp}"
+        ]
+    return []
+
+
+def _check_interleaved(cfg: Config, world_size: int) -> list[str]:
+    p = cfg.parallel
+    if p.vpp is None or p.pp <= 1 or _check_world(cfg, world_size) or _check_batch(cfg, world_size):
+        return []
+    num_mb = derive_layout(cfg, world_size)["num_microbatches"]
+    if num_mb < p.pp:
+        return [
+            f"interleaved pipeline (parallel.vpp={p.vpp}) needs at least parallel.pp={p.pp} "
+            f"micro-batches per step, got {num_mb}; raise train.global_batch_size"
+        ]
+    return []
+
+
+def _check_precision(cfg: Config, world_size: int, te_available: bool) -> list[str]:
+    t = cfg.train
+    errors = []
+    if t.fp8 is not None and not te_available:
+        errors.append(
+            f"recipe '{cfg.name}' sets train.fp8={t.fp8}, but FP8 needs Transformer Engine, which "
+            "is not importable here; without it Megatron would silently train in bf16. Run in "
+            "the NGC PyTorch container (it ships Transformer Engine) or set train.fp8=null"
+        )
+    if t.fp8 is not None and t.precision == "fp32":
+        errors.append(
+            f"train.fp8={t.fp8} with train.precision=fp32: FP8 runs inside a bf16 mixed-precision "
+            "step; set train.precision=bf16"
+        )
+    return errors
+
+
+def _check_te_features(cfg: Config, world_size: int, te_available: bool) -> list[str]:
+    p = cfg.parallel
+    errors = []
+    if p.sequence_parallel and p.tp <= 1:
+        errors.append(
+            "parallel.sequence_parallel=true requires parallel.tp > 1 (it splits the sequence "
+            "across TP ranks); set parallel.sequence_parallel=false or raise parallel.tp"
+        )
+    if p.sequence_parallel and not te_available:
+        errors.append(
+            "parallel.sequence_parallel=true is unsupported without Transformer Engine (e.g. on "
+            "CPU): it needs TE's norms. Set parallel.sequence_parallel=false"
+        )
+    if p.cp > 1 and not te_available:
+        errors.append(
+            f"parallel.cp={p.cp}: context parallelism needs Transformer Engine's attention, which "
+            "is not importable here; set parallel.cp=1"
+        )
+    if p.cp > 1 and cfg.data.seq_length % (2 * p.cp):
+        errors.append(
+            f"data.seq_length={cfg.data.seq_length} must be a multiple of 2 × parallel.cp = "
+            f"{2 * p.cp} (context parallel splits each sequence into 2·cp chunks)"
+        )
+    return errors
+
+
+def _check_training(cfg: Config, world_size: int) -> list[str]:
+    t, o, m, p = cfg.train, cfg.optim, cfg.model, cfg.parallel
+    errors = []
+    if t.steps is None and t.tokens is None:
+        errors.append("set a training duration: train.steps or train.tokens (a token budget)")
+    for key, val in (("train.steps", t.steps), ("train.tokens", t.tokens)):
+        if val is not None and val < 1:
+            errors.append(f"{key}={val} must be ≥ 1")
+    if cfg.data.seq_length > m.max_position_embeddings:
+        errors.append(
+            f"data.seq_length={cfg.data.seq_length} exceeds model.max_position_embeddings="
+            f"{m.max_position_embeddings}; shorten data.seq_length"
+        )
+    if p.overlap_param_gather and not p.distributed_optimizer:
+        errors.append(
+            "parallel.overlap_param_gather=true requires parallel.distributed_optimizer=true"
+        )
+    if p.overlap_param_gather and not p.overlap_grad_reduce:
+        errors.append(
+            "parallel.overlap_param_gather=true requires parallel.overlap_grad_reduce=true"
+        )
+    if o.min_lr > o.lr:
+        errors.append(f"optim.min_lr={o.min_lr} is larger than optim.lr={o.lr}")
+    if not 0.0 <= o.warmup_fraction < 1.0:
+        errors.append(f"optim.warmup_fraction={o.warmup_fraction} must be in [0, 1)")
+    return errors
+
+
+def validate(cfg: Config, world_size: int, te_available: bool) -> None:
+    """Check ``cfg`` for a launch on ``world_size`` ranks; raise on any problem.
+
+    Checks: the tp·pp·cp factorization of the world, head / KV-head / layer divisibility, the
+    virtual pipeline, global batch vs micro batch × dp, FP8 and its Transformer Engine
+    requirement, sequence and context parallel prerequisites, the training duration, sequence
+    length vs ``max_position_embeddings`` and the overlap options. Tied embeddings with pp > 1 are
+    allowed (Megatron keeps a synchronized copy on the last stage). ``parallel.world_size`` is a
+    planning default (for ``--dry-run``), not checked against ``world_size``: a larger launch just
+    raises dp.
+
+    Args:
+        cfg: The resolved config.
+        world_size: Number of ranks that will be launched.
+        te_available: Whether ``transformer_engine`` is importable in the training environment.
+
+    Raises:
+        ConfigError: listing every problem found, one per line.
+    """
+    checks: list[Callable[[Config, int], list[str]]] = [
+        _check_world,
+        _check_heads,
+        _check_pipeline,
+        _check_batch,
+        _check_interleaved,
+        _check_training,
+    ]
+    errors = [msg for check in checks for msg in check(cfg, world_size)]
+    errors += _check_precision(cfg, world_size, te_available)
+    errors += _check_te_features(cfg, world_size, te_available)
+    if len(errors) == 1:
+        raise ConfigError(f"config '{cfg.name}': {errors[0]}")
+    if errors:
+        listing = "\n".join(f"  - {e}" for e in errors)
+        raise ConfigError(f"config '{cfg.name}' has {len(errors)} problems:\n{listing}")
+
+
+def derive_layout(cfg: Config, world_size: int) -> dict:
+    """Derived sizes for a launch on ``world_size`` ranks.
+
+    Returns:
+        ``dp``, ``num_microbatches`` (global / (micro·dp)), ``tokens_per_step``
+        (global batch × seq length) and ``total_steps`` (``train.steps`` if set, else
+        ``ceil(train.tokens / tokens_per_step)``; None when neither is set).
+
+    Raises:
+        ConfigError: the world is not divisible by tp·pp·cp, or the global batch by micro × dp.
+    """
+    p, t = cfg.parallel, cfg.train
+    errors = _check_world(cfg, world_size) or _check_batch(cfg, world_size)
+    if errors:
+        raise ConfigError(errors[0])
+    dp = world_size // (p.tp * p.pp * p.cp)
+    tokens_per_step = t.global_batch_size * cfg.data.seq_length
+    if t.steps is not None:
+        total_steps = t.steps
+    elif t.tokens is not None:
+        total_steps = math.ceil(t.tokens / tokens_per_step)
+    else:
+        total_steps = None
+    return {
+        "dp": dp,
+        "num_microbatches": t.global_batch_size // (t.micro_batch_size * dp),
+        "tokens_per_step": tokens_per_step,
+        "total_steps": total_steps,
+    }

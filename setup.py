@@ -1,0 +1,37 @@
+"""msm-megatron: Model Spec Midtraining on Megatron-Core.
+
+Install (CPU dev box; `make setup` does exactly this):
+    pip install torch==2.13.0 numpy 'packaging>=24.2' psutil
+    pip install --ignore-requires-python -e '.[dev]'
+megatron-core 0.19.2 declares Python>=3.12 but ships a cp311 wheel that works on 3.11, hence
+--ignore-requires-python. See README "Dependency notes" for why apex and nemo-toolkit are absent.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="msm-megatron",
+    version="0.1.0",
+    description="Model Spec Midtraining: spec -> corpus -> Megatron-Core midtraining/SFT -> eval",
+    python_requires=">=3.11",
+    packages=find_packages(include=["msm_megatron", "msm_megatron.*", "checkpoint_tools"]),
+    install_requires=[
+        "torch>=2.4",
+        "megatron-core==0.19.2",
+        "numpy",
+        "packaging>=24.2",
+        "psutil",
+        "triton",
+        "pyyaml",
+        "sentencepiece",
+        "tqdm",
+        "tensorboard",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff"],
+        "gen": ["httpx"],
+        "eval": ["transformers", "safetensors"],
+        "wandb": ["wandb"],
+    },
+    entry_points={"console_scripts": ["msm=msm_megatron.cli:main"]},
+)

@@ -1,0 +1,131 @@
+"""The config tree: YAML round trip, dotlist overrides, unknown keys, type errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from msm_megatron.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    load_yaml,
+    save_yaml,
+    to_dict,
+)
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = apply_overrides(Config(), ["optim.lr=2e-5", "train.fp8=mxfp8", "model.arch=llama"])
+    path = tmp_path / "run" / "config.yaml"
+    save_yaml(cfg, path)
+    assert load_yaml(path) == cfg
+    assert to_dict(load_yaml(path)) == to_dict(cfg)
+
+
+def test_empty_yaml_is_defaults(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_yaml(path) == Config()
+
+
+def test_overrides_parse_with_yaml_rules():
+    cfg = apply_overrides(
+        Config(),
+        [
+            "optim.lr=2e-5",
+            "parallel.tp=4",
+            "parallel.sequence_parallel=true",
+            "train.fp8=delayed",
+            "model.head_dim=128",
+            "checkpoint.save_interval=null",
+            "name=my run",
+            "checkpoint.exit_signals=[SIGTERM]",
+        ],
+    )
+    assert cfg.optim.lr == 2e-5 and isinstance(cfg.optim.lr, float)
+    assert cfg.parallel.tp == 4 and cfg.parallel.sequence_parallel is True
+    assert cfg.train.fp8 == "delayed"
+    assert cfg.model.head_dim == 128
+    assert cfg.checkpoint.save_interval is None
+    assert cfg.name == "my run"
+    assert cfg.checkpoint.exit_signals == ["SIGTERM"]
+
+
+def test_override_int_for_float_field_becomes_float():
+    cfg = apply_overrides(Config(), ["optim.lr=1"])
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+
+
+def test_overrides_do_not_mutate_the_input():
+    base = Config()
+    apply_overrides(base, ["parallel.tp=8"])
+    assert base.parallel.tp == 1
+
+
+def test_unknown_key_in_yaml_names_file_and_suggests(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("optim:\n  lrr: 1.0e-5\n")
+    with pytest.raises(ConfigError) as exc:
+        load_yaml(path)
+    msg = str(exc.value)
+    assert str(path) in msg and "optim.lrr" in msg and "Did you mean 'lr'" in msg
+
+
+def test_unknown_section_in_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("trian:\n  steps: 3\n")
+    with pytest.raises(ConfigError, match="Did you mean 'train'"):
+        load_yaml(path)
+
+
+def test_invalid_yaml_names_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(path)
+
+
+def test_unknown_key_in_override_suggests():
+    with pytest.raises(ConfigError) as exc:
+        apply_overrides(Config(), ["optim.lrr=2e-5"])
+    assert "optim.lrr" in str(exc.value) and "Did you mean 'lr'" in str(exc.value)
+
+
+def test_unknown_section_in_override_suggests():
+    with pytest.raises(ConfigError, match="Did you mean 'parallel'"):
+        apply_overrides(Config(), ["paralel.tp=2"])
+
+
+@pytest.mark.parametrize(
+    ("override", "fact"),
+    [
+        ("parallel.tp=two", "expected int"),
+        ("parallel.tp=2.5", "expected int"),
+        ("parallel.tp=true", "expected int"),
+        ("optim.lr=fast", "expected float"),
+        ("parallel.sequence_parallel=maybe", "expected bool"),
+        ("train.precision=bf61", "bf16"),
+        ("checkpoint.exit_signals=SIGTERM", "expected a list"),
+    ],
+)
+def test_type_errors_name_the_key(override, fact):
+    with pytest.raises(ConfigError) as exc:
+        apply_overrides(Config(), [override])
+    key = override.split("=")[0]
+    assert key in str(exc.value) and fact in str(exc.value)
+
+
+def test_type_error_in_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  micro_batch_size: one\n")
+    with pytest.raises(ConfigError, match="train.micro_batch_size: expected int"):
+        load_yaml(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "fact"),
+    [("optim", "must look like"), ("optim=1", "is a section"), ("name.x=1", "not a section")],
+)
+def test_malformed_overrides(override, fact):
+    with pytest.raises(ConfigError, match=fact):
+        apply_overrides(Config(), [override])

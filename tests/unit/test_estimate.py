@@ -1,0 +1,144 @@
+"""FLOPs anchors, parameter counts, the memory estimate and the dry-run report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from msm_megatron.config import apply_overrides
+from msm_megatron.estimate import (
+    GIB,
+    estimate_memory,
+    format_dry_run,
+    padded_vocab_size,
+    params_per_gpu,
+)
+from msm_megatron.flops import model_flops_per_token, param_count
+from msm_megatron.recipes import get_recipe
+
+
+def model(name: str):
+    return get_recipe(name).model
+
+
+@pytest.mark.parametrize(
+    ("name", "seq", "anchor"),
+    [
+        ("qwen3_32b_midtrain", 4096, 2.18e11),
+        ("qwen3_32b_midtrain", 8192, 2.43e11),
+        ("qwen2_5_32b_midtrain", 4096, 2.08e11),
+    ],
+)
+def test_flops_anchors(name, seq, anchor):
+    assert model_flops_per_token(model(name), seq) == pytest.approx(anchor, rel=0.02)
+
+
+@pytest.mark.parametrize(
+    ("name", "billions"),
+    [
+        ("qwen3_8b_midtrain", 8.19),
+        ("qwen3_14b_midtrain", 14.77),
+        ("qwen3_32b_midtrain", 32.76),
+        ("qwen2_5_7b_midtrain", 7.62),
+        ("qwen2_5_32b_midtrain", 32.76),
+        ("llama3_1_8b_midtrain", 8.03),
+    ],
+)
+def test_param_counts_match_published_sizes(name, billions):
+    assert param_count(model(name)) / 1e9 == pytest.approx(billions, abs=0.01)
+
+
+def test_tied_embeddings_are_counted_once():
+    m = model("qwen3_toy_midtrain")
+    untied = apply_overrides(get_recipe("qwen3_toy_midtrain"), ["model.tie_word_embeddings=false"])
+    assert param_count(untied.model) - param_count(m) == m.vocab_size * m.hidden_size
+
+
+def test_vocab_padding_matches_megatron():
+    assert padded_vocab_size(model("qwen3_32b_midtrain"), 8) == 152576
+    assert padded_vocab_size(model("qwen2_5_32b_midtrain"), 8) == 152576
+    assert padded_vocab_size(model("qwen3_32b_midtrain"), 1) == 151936
+
+
+def test_qwen3_32b_fits_at_tp8_pp2_on_16():
+    cfg = get_recipe("qwen3_32b_midtrain")
+    mem = estimate_memory(cfg, 16)
+    assert mem["total"] < 80 * GIB
+    assert params_per_gpu(cfg) == pytest.approx(32.8e9 / 16, rel=0.02)
+    report = format_dry_run(cfg, 16)
+    assert "world 16 = tp 8 × pp 2 × cp 1 × dp 1" in report
+    assert "verdict: fits" in report and "79 steps" in report and "524,288 tokens/step" in report
+
+
+def test_qwen3_32b_does_not_fit_on_one_gpu():
+    cfg = apply_overrides(
+        get_recipe("qwen3_32b_midtrain"),
+        ["parallel.tp=1", "parallel.pp=1", "parallel.sequence_parallel=false"],
+    )
+    assert estimate_memory(cfg, 1)["total"] > 80 * GIB
+    assert "verdict: does not fit" in format_dry_run(cfg, 1)
+
+
+def test_distributed_optimizer_shards_optimizer_state_by_dp():
+    cfg = get_recipe("qwen3_8b_midtrain")  # tp 2 on 8 -> dp 4
+    mem = estimate_memory(cfg, 8)
+    assert mem["dp"] == 4
+    assert mem["optimizer_distributed"] == pytest.approx(mem["optimizer_replicated"] / 4, abs=1)
+    assert mem["optimizer"] == mem["optimizer_distributed"]
+    off = apply_overrides(
+        cfg, ["parallel.distributed_optimizer=false", "parallel.overlap_param_gather=false"]
+    )
+    assert estimate_memory(off, 8)["optimizer"] == mem["optimizer_replicated"]
+    assert estimate_memory(cfg, 16)["optimizer_distributed"] < mem["optimizer_distributed"]
+
+
+def test_bytes_per_param():
+    cfg = get_recipe("qwen3_8b_midtrain")
+    mem = estimate_memory(cfg, 8)
+    n = mem["params_per_gpu"]
+    assert (mem["weights"], mem["grads"], mem["optimizer_replicated"]) == (2 * n, 4 * n, 12 * n)
+    toy = estimate_memory(get_recipe("qwen3_toy_midtrain"), 1)
+    n = toy["params_per_gpu"]
+    assert (toy["weights"], toy["grads"], toy["optimizer_replicated"]) == (4 * n, 4 * n, 8 * n)
+
+
+def test_activation_ordering_and_formula():
+    cfg = apply_overrides(
+        get_recipe("qwen3_8b_midtrain"), ["parallel.sequence_parallel=false"]
+    )  # tp 2, no SP: per layer s·b·h·(10 + 24/2) bytes
+    mem = estimate_memory(cfg, 8)
+    s, h, layers = 8192, 4096, 36
+    assert mem["activations_selective"] == pytest.approx(s * h * 22 * layers, rel=1e-6)
+    assert mem["activations_full"] < mem["activations_selective"] <= mem["activations_none"]
+    no_flash = estimate_memory(cfg, 8, flash_attention=False)
+    quadratic = 5 * 32 * s / (h * 2)
+    assert no_flash["activations_none"] == pytest.approx(s * h * (22 + quadratic) * layers, rel=1e-6)
+    assert no_flash["activations_selective"] == mem["activations_selective"]
+
+
+def test_sequence_parallel_and_pipeline_in_flight():
+    cfg = get_recipe("qwen3_32b_midtrain")  # tp 8, SP, pp 2: 32 layers × 2 micro-batches
+    mem = estimate_memory(cfg, 16)
+    assert mem["activations_selective"] == pytest.approx(8192 * 5120 * 34 / 8 * 32 * 2, rel=1e-6)
+    assert mem["logits"] == 8192 * 152576 // 8 * 4
+
+
+def test_dry_run_report_lists_the_table():
+    report = format_dry_run(get_recipe("qwen3_toy_midtrain"), 1)
+    for text in ("world 1 = tp 1 × pp 1 × cp 1 × dp 1", "FLOPs/token", "weights", "grads",
+                 "distributed optimizer", "replicated", "recompute selective", "recompute full",
+                 "logits", "total", "60 steps"):
+        assert text in report, text
+
+
+def test_planning_modules_do_not_import_torch_or_megatron():
+    code = (
+        "import sys\n"
+        "import msm_megatron.estimate, msm_megatron.validate, msm_megatron.flops\n"
+        "import msm_megatron.recipes, msm_megatron.models.hf_config\n"
+        "bad = [m for m in ('torch', 'megatron') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
