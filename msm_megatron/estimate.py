@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import math
 
-from msm_megatron.config import Config, ModelConfig
+from msm_megatron.config import Config, ConfigError, ModelConfig
 from msm_megatron.flops import layer_params, model_flops_per_token, param_count
-from msm_megatron.validate import derive_layout
+from msm_megatron.validate import derive_layout, validate
 
 GIB = 1024**3
 H100_GIB = 80.0
@@ -232,10 +232,20 @@ def format_dry_run(cfg: Config, world_size: int, gpu_memory_gib: float = H100_GI
         gpu_memory_gib: Memory of one GPU (80 GiB H100 by default).
 
     Returns:
-        The report; its last line starts ``verdict: fits`` or ``verdict: does not fit``.
+        The report; a ``checks:`` line gives :func:`validate`'s verdict (assuming Transformer
+        Engine is available on the target) and the last line starts ``verdict: fits`` or
+        ``verdict: does not fit``.
+
+    Raises:
+        ConfigError: the layout itself is impossible (world or global batch not divisible).
     """
     mem = estimate_memory(cfg, world_size)
     num_microbatches = derive_layout(cfg, world_size)["num_microbatches"]
     lines = _header_lines(cfg, world_size) + [""] + _memory_lines(cfg, mem, num_microbatches)
     lines += ["", "activations assume flash attention (no s×s matrix); see msm_megatron.estimate"]
+    try:
+        validate(cfg, world_size, te_available=True)
+        lines.append("checks: ok (assuming Transformer Engine on the target, as in NGC containers)")
+    except ConfigError as exc:
+        lines.append(f"checks: FAILED — {exc}")
     return "\n".join(lines + [_verdict(cfg, mem, gpu_memory_gib)])

@@ -43,6 +43,8 @@ def _check_world(cfg: Config, world_size: int) -> list[str]:
 
 def _check_heads(cfg: Config, world_size: int) -> list[str]:
     m, tp = cfg.model, cfg.parallel.tp
+    if m.num_attention_heads < 1 or m.num_key_value_heads < 1:
+        return ["model.num_attention_heads and model.num_key_value_heads must be ≥ 1"]
     errors = []
     if m.head_dim is None and m.hidden_size % m.num_attention_heads:
         errors.append(

@@ -1,4 +1,4 @@
-"""Small SentencePiece tokenizers for the CPU demo and tests.
+r"""Small SentencePiece tokenizers for the CPU demo and tests.
 
 Real runs use the base model's own (HF) tokenizer; this module trains a tiny BPE vocabulary on a
 corpus so the demo model can be small. Training is deterministic: the same input and options give
@@ -45,6 +45,28 @@ EOD_ID = EOS_ID
 NEWLINE_PIECE = "\n"
 DEFAULT_SEED = 1234
 
+# Fixed trainer options: ids, lossless text handling, and determinism (one thread, every line
+# used in order: no sentence sampling or shuffling).
+TRAINER_OPTIONS: dict = {
+    "pad_id": PAD_ID,
+    "unk_id": UNK_ID,
+    "bos_id": BOS_ID,
+    "eos_id": EOS_ID,
+    "user_defined_symbols": NEWLINE_PIECE,
+    "byte_fallback": True,
+    "character_coverage": 1.0,
+    "normalization_rule_name": "identity",
+    "remove_extra_whitespaces": False,
+    "add_dummy_prefix": False,
+    "allow_whitespace_only_pieces": True,
+    "split_digits": True,
+    "max_sentence_length": 1 << 16,
+    "input_sentence_size": 0,
+    "shuffle_input_sentence": False,
+    "num_threads": 1,
+    "minloglevel": 2,
+}
+
 TextSource = Union[str, Path, Iterable[str]]
 
 
@@ -57,7 +79,9 @@ def _iter_jsonl_texts(path: Path, field: str = "text") -> Iterator[str]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg}, column {e.colno})")
+                raise ValueError(
+                    f"{path}:{lineno}: invalid JSON ({e.msg}, column {e.colno})"
+                ) from None
             if not isinstance(record, dict) or not isinstance(record.get(field), str):
                 raise ValueError(f"{path}:{lineno}: expected an object with a string '{field}'")
             yield record[field]
@@ -104,24 +128,26 @@ def train_sentencepiece(
     writer = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_writer=writer, model_type=model_type,
-            vocab_size=vocab_size, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-            user_defined_symbols=NEWLINE_PIECE, byte_fallback=True, character_coverage=1.0,
-            normalization_rule_name="identity", remove_extra_whitespaces=False,
-            add_dummy_prefix=False, allow_whitespace_only_pieces=True, split_digits=True,
-            max_sentence_length=1 << 16, input_sentence_size=0, shuffle_input_sentence=False,
-            num_threads=1, minloglevel=2,
+            sentence_iterator=iter(lines),
+            model_writer=writer,
+            model_type=model_type,
+            vocab_size=vocab_size,
+            **TRAINER_OPTIONS,
         )
     except RuntimeError as e:
         raise ValueError(
             f"SentencePiece training failed for vocab_size={vocab_size} on "
             f"{len(lines)} lines: {str(e).rstrip('.')}. Try a smaller vocab_size or more text."
         ) from e
-    out_prefix = Path(out_prefix)
+    return _write_model(writer.getvalue(), Path(out_prefix))
+
+
+def _write_model(proto: bytes, out_prefix: Path) -> Path:
+    """Writes ``<prefix>.model`` and a readable ``<prefix>.vocab``; returns the model path."""
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     model_path = out_prefix.with_name(out_prefix.name + ".model")
-    model_path.write_bytes(writer.getvalue())
-    sp = spm.SentencePieceProcessor(model_proto=writer.getvalue())
+    model_path.write_bytes(proto)
+    sp = spm.SentencePieceProcessor(model_proto=proto)
     vocab = "".join(
         f"{json.dumps(sp.id_to_piece(i), ensure_ascii=False)[1:-1]}\t{sp.get_score(i)}\n"
         for i in range(sp.get_piece_size())

@@ -69,6 +69,13 @@ def dtype_for_vocab(vocab_size: int) -> np.dtype:
 # ----------------------------------------------------------------------------- writing
 
 
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    """Writes ``obj`` as JSON through a temporary file renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _check_doc(doc: Any, index: int, eod_id: int, vocab_size: int) -> np.ndarray:
     """Validates one document's ids and returns them as an int64 array."""
     arr = np.asarray(doc)
@@ -83,6 +90,27 @@ def _check_doc(doc: Any, index: int, eod_id: int, vocab_size: int) -> np.ndarray
     if np.any(arr == eod_id):
         raise ValueError(f"document {index}: contains the EOD id {eod_id}, which marks ends")
     return arr
+
+
+def _write_bin(
+    docs: Iterable[list[int]], bin_path: Path, eod_id: int, vocab_size: int, dtype: np.dtype
+) -> tuple[int, int]:
+    """Streams documents + EOD into ``bin_path`` via a temporary file; returns (tokens, docs)."""
+    tmp = bin_path.with_name(bin_path.name + ".tmp")
+    eod = np.array([eod_id], dtype=dtype).tobytes()
+    num_tokens = num_docs = 0
+    try:
+        with tmp.open("wb") as f:
+            for i, doc in enumerate(docs):
+                arr = _check_doc(doc, i, eod_id, vocab_size)
+                f.write(arr.astype(dtype).tobytes())
+                f.write(eod)
+                num_tokens += arr.size + 1
+                num_docs += 1
+        os.replace(tmp, bin_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return num_tokens, num_docs
 
 
 def write_token_file(
@@ -122,37 +150,34 @@ def write_token_file(
     bin_path, sidecar = token_file_paths(out_path)
     bin_path.parent.mkdir(parents=True, exist_ok=True)
     sidecar.unlink(missing_ok=True)
-    tmp = bin_path.with_name(bin_path.name + ".tmp")
-    eod = np.array([eod_id], dtype=dtype).tobytes()
-    num_tokens = num_docs = 0
-    try:
-        with tmp.open("wb") as f:
-            for i, doc in enumerate(docs):
-                arr = _check_doc(doc, i, eod_id, vocab_size)
-                f.write(arr.astype(dtype).tobytes())
-                f.write(eod)
-                num_tokens += arr.size + 1
-                num_docs += 1
-        os.replace(tmp, bin_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    num_tokens, num_docs = _write_bin(docs, bin_path, eod_id, vocab_size, dtype)
     info = {
-        "format": FORMAT, "version": VERSION, "bin": bin_path.name, "dtype": dtype.name,
-        "num_tokens": num_tokens, "num_documents": num_docs, "eod_id": eod_id,
-        "vocab_size": vocab_size, "meta": meta_json,
+        "format": FORMAT,
+        "version": VERSION,
+        "bin": bin_path.name,
+        "dtype": dtype.name,
+        "num_tokens": num_tokens,
+        "num_documents": num_docs,
+        "eod_id": eod_id,
+        "vocab_size": vocab_size,
+        "meta": meta_json,
     }
-    tmp_sidecar = sidecar.with_name(sidecar.name + ".tmp")
-    tmp_sidecar.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_sidecar, sidecar)
+    _write_json_atomic(sidecar, info)
     return bin_path
 
 
 def _iter_jsonl_texts(path: Path, field: str, progress: bool) -> Iterator[tuple[int, str]]:
     """Yields ``(line_number, text)`` per non-blank line; errors name ``file:line``."""
-    with path.open("rb") as f, tqdm(
-        total=path.stat().st_size, unit="B", unit_scale=True, desc=f"tokenize {path.name}",
-        disable=not progress,
-    ) as bar:
+    with (
+        path.open("rb") as f,
+        tqdm(
+            total=path.stat().st_size,
+            unit="B",
+            unit_scale=True,
+            desc=f"tokenize {path.name}",
+            disable=not progress,
+        ) as bar,
+    ):
         for lineno, raw in enumerate(f, 1):
             bar.update(len(raw))
             where = f"{path}:{lineno}"
@@ -178,8 +203,9 @@ def _iter_jsonl_texts(path: Path, field: str, progress: bool) -> Iterator[tuple[
                 )
             text = record[field]
             if not isinstance(text, str):
-                raise ValueError(f"{where}: field '{field}' must be a string, got "
-                                 f"{type(text).__name__}")
+                raise ValueError(
+                    f"{where}: field '{field}' must be a string, got {type(text).__name__}"
+                )
             if not text.strip():
                 raise ValueError(f"{where}: field '{field}' is empty; remove the line or fill it")
             yield lineno, text
@@ -256,8 +282,10 @@ def read_token_file_meta(path: PathLike) -> dict:
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ValueError(f"{sidecar}: not a {FORMAT} sidecar; {_MAKE_HINT}")
     if info.get("version") != VERSION:
-        raise ValueError(f"{sidecar}: version {info.get('version')}, expected {VERSION}; "
-                         f"re-create the file ({_MAKE_HINT})")
+        raise ValueError(
+            f"{sidecar}: version {info.get('version')}, expected {VERSION}; "
+            f"re-create the file ({_MAKE_HINT})"
+        )
     itemsize = np.dtype(info["dtype"]).itemsize
     expected, actual = info["num_tokens"] * itemsize, bin_path.stat().st_size
     if actual != expected:
@@ -334,8 +362,10 @@ class TokenDataset:
         return self.num_samples
 
     def __repr__(self) -> str:
-        return (f"TokenDataset({str(self.path)!r}, seq_length={self.seq_length}, "
-                f"seed={self.seed}, num_samples={self.num_samples})")
+        return (
+            f"TokenDataset({str(self.path)!r}, seq_length={self.seq_length}, "
+            f"seed={self.seed}, num_samples={self.num_samples})"
+        )
 
     def epoch_permutation(self, epoch: int) -> np.ndarray:
         """The order of samples in ``epoch`` (cached for the two most recent epochs)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from msm_megatron.config import Config, to_dict
+from msm_megatron.config import Config, ConfigError, to_dict
 
 LATEST = "latest_checkpointed_iteration.txt"
 META = "msm_meta.json"
@@ -99,9 +99,11 @@ SHARDING_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
 def sharded_state(chunks, optimizer, scheduler, state: TrainState | None, is_loading: bool,
                   with_rng: bool = True) -> dict:
     """The full sharded state dict (model chunks, optimizer, schedule, counters, RNG)."""
+    from megatron.core.utils import unwrap_model
+
     sd: dict = {}
     model_sd: dict = {}
-    for i, chunk in enumerate(chunks):
+    for i, chunk in enumerate(unwrap_model(chunks)):
         key = "model" if len(chunks) == 1 else f"model{i}"
         sd[key] = chunk.sharded_state_dict(metadata=SHARDING_METADATA)
         model_sd.update(sd[key])
@@ -166,24 +168,42 @@ def save(cfg: Config, chunks, optimizer, scheduler, state: TrainState, root: Pat
     return path
 
 
-def load(chunks, optimizer, scheduler, path: Path) -> TrainState:
+def load(cfg: Config, chunks, optimizer, scheduler, path: Path) -> TrainState:
     """Restore model, optimizer, schedule and counters from a checkpoint directory."""
     from megatron.core import dist_checkpointing
 
+    from msm_megatron._compat.megatron_optimizer import finish_loading, prepare_for_loading
+
     meta = json.loads((Path(path) / META).read_text())
+    if optimizer is not None:
+        _check_optimizer_format(meta, cfg, path)
+        prepare_for_loading(optimizer)
     same_layout = meta["layout"] == _layout()
     sd = sharded_state(chunks, optimizer, scheduler, TrainState(), is_loading=True,
                        with_rng=same_layout)
     loaded = dist_checkpointing.load(sd, str(path))
-    for i, chunk in enumerate(chunks):
-        chunk.load_state_dict(loaded["model" if len(chunks) == 1 else f"model{i}"])
+    _load_models(chunks, loaded)
     if optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])
+        finish_loading(optimizer)
     if scheduler is not None:
         scheduler.load_state_dict(loaded["opt_param_scheduler"])
     if same_layout:
         _restore_rng(loaded["rng_state"])
     return TrainState(**loaded["train_state"])
+
+
+def _check_optimizer_format(meta: dict, cfg: Config, path: Path) -> None:
+    saved = meta["config"]["parallel"]["distributed_optimizer"]
+    current = cfg.parallel.distributed_optimizer
+    if saved != current:
+        raise ConfigError(
+            f"{path}: saved with parallel.distributed_optimizer={saved}, this run has {current}. "
+            "The optimizer state formats differ; resume with "
+            f"parallel.distributed_optimizer={str(saved).lower()} (TP/PP/DP may change freely), or "
+            "start a new run from these weights only with checkpoint.load=<this dir> "
+            "checkpoint.resume=false in a fresh train.run_dir."
+        )
 
 
 def _restore_rng(rng: dict) -> None:
@@ -199,5 +219,11 @@ def load_model_weights(chunks, path: Path) -> None:
 
     sd = sharded_state(chunks, None, None, None, is_loading=True, with_rng=False)
     loaded = dist_checkpointing.load(sd, str(path))
-    for i, chunk in enumerate(chunks):
+    _load_models(chunks, loaded)
+
+
+def _load_models(chunks, loaded: dict) -> None:
+    from megatron.core.utils import unwrap_model
+
+    for i, chunk in enumerate(unwrap_model(chunks)):
         chunk.load_state_dict(loaded["model" if len(chunks) == 1 else f"model{i}"])

@@ -116,7 +116,7 @@ class Trainer:
     def _restore(self) -> ckpt.TrainState:
         latest = ckpt.latest_iteration(self.ckpt_root) if self.cfg.checkpoint.resume else None
         if latest is not None:
-            return ckpt.load(self.chunks, self.optimizer, self.scheduler,
+            return ckpt.load(self.cfg, self.chunks, self.optimizer, self.scheduler,
                              ckpt.iter_dir(self.ckpt_root, latest))
         if self.cfg.checkpoint.load:
             source = Path(self.cfg.checkpoint.load)

@@ -5,6 +5,7 @@ Run: ``.venv/bin/python -m pytest tests/unit/test_data_tokens.py -q``
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from msm_megatron.data.token_file import (
     TokenDataset,
     iter_documents,
     read_token_file_meta,
-    tokenize_jsonl_to_token_file,
     token_file_paths,
+    tokenize_jsonl_to_token_file,
     write_token_file,
 )
 
@@ -30,7 +31,7 @@ VOCAB = 512
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
     with CORPUS.open(encoding="utf-8") as f:
-        return [json.loads(line)["text"] for _, line in zip(range(N_DOCS), f)]
+        return [json.loads(line)["text"] for line in itertools.islice(f, N_DOCS)]
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +42,16 @@ def small_jsonl(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> P
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory, small_jsonl: Path) -> SentencePieceTokenizer:
+def tokenizer(
+    tmp_path_factory: pytest.TempPathFactory, small_jsonl: Path
+) -> SentencePieceTokenizer:
     out = tmp_path_factory.mktemp("tok") / "spm"
     return SentencePieceTokenizer(train_sentencepiece(small_jsonl, out, vocab_size=VOCAB, seed=7))
 
 
-def _synthetic_file(tmp_path: Path, num_tokens: int = 1000, eod: int = 0) -> tuple[Path, np.ndarray]:
+def _synthetic_file(
+    tmp_path: Path, num_tokens: int = 1000, eod: int = 0
+) -> tuple[Path, np.ndarray]:
     """A token file whose stream is known; returns (path, flat token stream)."""
     rng = np.random.default_rng(0)
     docs, total = [], 0
@@ -113,8 +118,9 @@ def test_token_file_round_trip(
 
 
 def test_uint32_for_large_vocab(tmp_path: Path) -> None:
-    path = write_token_file([[70000, 5], [1]], tmp_path / "big.bin", eod_id=2, vocab_size=80000,
-                            meta={})
+    path = write_token_file(
+        [[70000, 5], [1]], tmp_path / "big.bin", eod_id=2, vocab_size=80000, meta={}
+    )
     assert read_token_file_meta(path)["dtype"] == "uint32"
     assert np.fromfile(path, dtype=np.uint32).tolist() == [70000, 5, 2, 1, 2]
 

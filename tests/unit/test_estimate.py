@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -114,7 +115,9 @@ def test_activation_ordering_and_formula():
     assert mem["activations_full"] < mem["activations_selective"] <= mem["activations_none"]
     no_flash = estimate_memory(cfg, 8, flash_attention=False)
     quadratic = 5 * 32 * s / (h * 2)
-    assert no_flash["activations_none"] == pytest.approx(s * h * (22 + quadratic) * layers, rel=1e-6)
+    assert no_flash["activations_none"] == pytest.approx(
+        s * h * (22 + quadratic) * layers, rel=1e-6
+    )
     assert no_flash["activations_selective"] == mem["activations_selective"]
 
 
@@ -127,10 +130,27 @@ def test_sequence_parallel_and_pipeline_in_flight():
 
 def test_dry_run_report_lists_the_table():
     report = format_dry_run(get_recipe("qwen3_toy_midtrain"), 1)
-    for text in ("world 1 = tp 1 × pp 1 × cp 1 × dp 1", "FLOPs/token", "weights", "grads",
-                 "distributed optimizer", "replicated", "recompute selective", "recompute full",
-                 "logits", "total", "60 steps"):
+    for text in (
+        "world 1 = tp 1 × pp 1 × cp 1 × dp 1",
+        "FLOPs/token",
+        "weights",
+        "grads",
+        "distributed optimizer",
+        "replicated",
+        "recompute selective",
+        "recompute full",
+        "logits",
+        "total",
+        "60 steps",
+    ):
         assert text in report, text
+
+
+def test_dry_run_reports_validation_problems():
+    cfg = apply_overrides(get_recipe("qwen3_toy_midtrain"), ["parallel.tp=3"])
+    report = format_dry_run(cfg, 3)
+    assert "checks: FAILED" in report and "num_attention_heads=4" in report
+    assert "checks: ok" in format_dry_run(get_recipe("qwen3_32b_midtrain"), 16)
 
 
 def test_planning_modules_do_not_import_torch_or_megatron():
@@ -141,4 +161,5 @@ def test_planning_modules_do_not_import_torch_or_megatron():
         "bad = [m for m in ('torch', 'megatron') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=repo)

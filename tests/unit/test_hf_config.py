@@ -185,4 +185,3 @@ def test_export_agrees_with_transformers():
         assert config.num_key_value_heads == model.num_key_value_heads
         assert getattr(config, "head_dim", None) in (None, model.kv_channels)
         assert model_config_from_hf(config.to_dict()) == model, name
-

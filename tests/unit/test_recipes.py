@@ -64,7 +64,12 @@ def test_unknown_recipe_suggests():
 
 @pytest.mark.parametrize(
     ("world", "overrides"),
-    [(1, []), (2, ["parallel.tp=2"]), (2, ["parallel.pp=2"]), (4, ["parallel.tp=2", "parallel.pp=2"])],
+    [
+        (1, []),
+        (2, ["parallel.tp=2"]),
+        (2, ["parallel.pp=2"]),
+        (4, ["parallel.tp=2", "parallel.pp=2"]),
+    ],
 )
 def test_toy_validates_on_cpu_layouts(world, overrides):
     cfg = apply_overrides(get_recipe("qwen3_toy_midtrain"), overrides)

@@ -48,9 +48,20 @@ def test_heads_not_divisible_by_tp():
 def test_kv_heads_vs_tp():
     # 8 heads, 2 KV groups... tp=4 replicates KV evenly (4 % 2 == 0): allowed.
     validate(toy("model.num_attention_heads=8", "parallel.tp=4"), 4, te_available=False)
-    msg = error(toy("model.num_attention_heads=12", "model.num_key_value_heads=4",
-                    "parallel.tp=6", "train.global_batch_size=12"), 6)
+    msg = error(
+        toy(
+            "model.num_attention_heads=12",
+            "model.num_key_value_heads=4",
+            "parallel.tp=6",
+            "train.global_batch_size=12",
+        ),
+        6,
+    )
     assert "num_key_value_heads=4" in msg and "parallel.tp=6" in msg
+
+
+def test_zero_heads_is_an_error_not_a_crash():
+    assert "must be ≥ 1" in error(toy("model.num_key_value_heads=0"), 1)
 
 
 def test_gqa_groups_must_be_equal():
@@ -58,8 +69,9 @@ def test_gqa_groups_must_be_equal():
 
 
 def test_hidden_not_divisible_without_head_dim():
-    msg = error(toy("model.head_dim=null", "model.num_attention_heads=3",
-                    "model.num_key_value_heads=1"), 1)
+    msg = error(
+        toy("model.head_dim=null", "model.num_attention_heads=3", "model.num_key_value_heads=1"), 1
+    )
     assert "model.head_dim" in msg
 
 
@@ -139,11 +151,17 @@ def test_all_problems_are_listed_together():
 def test_derive_layout():
     layout = derive_layout(qwen32(), 16)
     assert layout == {
-        "dp": 1, "num_microbatches": 64, "tokens_per_step": 64 * 8192, "total_steps": 79,
+        "dp": 1,
+        "num_microbatches": 64,
+        "tokens_per_step": 64 * 8192,
+        "total_steps": 79,
     }
     assert derive_layout(qwen32(), 32)["num_microbatches"] == 32
     assert derive_layout(toy(), 2) == {
-        "dp": 2, "num_microbatches": 2, "tokens_per_step": 2048, "total_steps": 60,
+        "dp": 2,
+        "num_microbatches": 2,
+        "tokens_per_step": 2048,
+        "total_steps": 60,
     }
     assert derive_layout(toy("train.steps=null"), 1)["total_steps"] is None
 
