@@ -26,6 +26,7 @@ setup(
         "sentencepiece",
         "tqdm",
         "tensorboard",
+        "matplotlib",
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff"],

@@ -170,9 +170,10 @@ def _check_training(cfg: Config, world_size: int) -> list[str]:
     errors = []
     if t.steps is None and t.tokens is None:
         errors.append("set a training duration: train.steps or train.tokens (a token budget)")
-    for key, val in (("train.steps", t.steps), ("train.tokens", t.tokens)):
-        if val is not None and val < 1:
-            errors.append(f"{key}={val} must be ≥ 1")
+    if t.steps is not None and t.steps < 0:
+        errors.append(f"train.steps={t.steps} must be ≥ 0 (0 saves the initial weights only)")
+    if t.tokens is not None and t.tokens < 1:
+        errors.append(f"train.tokens={t.tokens} must be ≥ 1")
     if cfg.data.seq_length > m.max_position_embeddings:
         errors.append(
             f"data.seq_length={cfg.data.seq_length} exceeds model.max_position_embeddings="

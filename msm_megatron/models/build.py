@@ -85,7 +85,10 @@ def transformer_config(cfg: Config):
         bias_dropout_fusion=False, apply_rope_fusion=False, masked_softmax_fusion=not on_cpu,
         gradient_accumulation_fusion=False, persist_layer_norm=False,
         cross_entropy_loss_fusion=False, calculate_per_token_loss=True,
-        deallocate_pipeline_outputs=True, **_recompute_fields(cfg), **fp8_fields(cfg),
+        # gloo matches same-peer messages in posting order, so Megatron's batched P2P (which posts
+        # recv_prev before recv_next) swaps activations and gradients when prev == next (pp=2,
+        # interleaved). The unbatched path uses distinct groups per direction: exact on gloo.
+        batch_p2p_comm=not on_cpu, deallocate_pipeline_outputs=True, **_recompute_fields(cfg), **fp8_fields(cfg),
     )
 
 

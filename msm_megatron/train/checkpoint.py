@@ -102,12 +102,12 @@ def sharded_state(chunks, optimizer, scheduler, state: TrainState | None, is_loa
     from megatron.core.utils import unwrap_model
 
     sd: dict = {}
-    model_sd: dict = {}
     for i, chunk in enumerate(unwrap_model(chunks)):
         key = "model" if len(chunks) == 1 else f"model{i}"
         sd[key] = chunk.sharded_state_dict(metadata=SHARDING_METADATA)
-        model_sd.update(sd[key])
     if optimizer is not None:
+        # Nested per-chunk dicts: chunk-local names repeat across virtual stages.
+        model_sd = dict(sd)
         sd["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=is_loading,
                                                       metadata=SHARDING_METADATA)
     if scheduler is not None:

@@ -122,7 +122,8 @@ def test_context_parallel_rules():
 
 def test_training_duration_required():
     assert "train.steps or train.tokens" in error(toy("train.steps=null"), 1)
-    assert "train.steps=0" in error(toy("train.steps=0"), 1)
+    assert "train.steps=-1" in error(toy("train.steps=-1"), 1)
+    assert "train.tokens=0" in error(toy("train.steps=null", "train.tokens=0"), 1)
 
 
 def test_seq_length_vs_max_positions():
