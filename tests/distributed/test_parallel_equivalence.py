@@ -1,4 +1,5 @@
-"""TP / PP / VPP / DP (with and without the distributed optimizer) equal a single rank.
+"""TP / PP / VPP / DP (with and without the distributed optimizer, with overlapped grad reduce and
+param gather) and activation recompute equal a single rank without recompute.
 
 Every layout starts from the same initial weights (a `train.steps=0` checkpoint written by one
 rank and resharded on load) and trains 4 optimizer steps on the same global batches in fp32.
@@ -20,6 +21,10 @@ LAYOUTS = {
     "dp2": (2, []),
     "dp2_distopt": (2, ["parallel.distributed_optimizer=true"]),
     "tp2_pp2": (4, ["parallel.tp=2", "parallel.pp=2"]),
+    "recompute_full": (1, ["train.recompute=full", "train.recompute_num_layers=2"]),
+    "recompute_selective": (1, ["train.recompute=selective"]),
+    "dp2_overlap": (2, ["parallel.distributed_optimizer=true", "parallel.overlap_grad_reduce=true",
+                        "parallel.overlap_param_gather=true"]),
 }
 
 

@@ -1,0 +1,127 @@
+"""Resume equals an uninterrupted run: after SIGKILL, after a kill *during* a save, after a
+preemption signal, and at a different TP/PP layout.
+
+An uninterrupted 6-step run (checkpoint every 2 steps) is the reference. Resumed trajectories
+must match it bit-exactly on CPU fp32 at the same layout and to ≤ 1e-6 at another layout.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from tests.distributed.launch import finish, metrics, start, train
+
+pytestmark = pytest.mark.distributed
+
+RUN = ["train.steps=6", "checkpoint.save_interval=2"]
+
+
+def logged_steps(run_dir) -> list[int]:
+    """Steps logged so far by a live run (a line still being written is ignored)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(x)["step"] for x in path.read_text().splitlines() if x.endswith("}")]
+
+
+def ckpt_state(run_dir):
+    root = run_dir / "checkpoints"
+    latest = (root / "latest_checkpointed_iteration.txt").read_text().strip()
+    return int(latest), sorted(p.name for p in root.glob("iter_*"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(toy_config, tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume_ref")
+    train(toy_config, [f"train.run_dir={root}", *RUN], 1, root.with_suffix(".log"))
+    ref = metrics(root)
+    assert sorted(ref) == [1, 2, 3, 4, 5, 6]
+    return ref
+
+
+def assert_same(got: dict, ref: dict, steps, tol: float = 0.0):
+    for step in steps:
+        for key in ("loss", "grad_norm", "lr"):
+            diff = abs(got[step][key] - ref[step][key])
+            assert diff <= tol, (step, key, got[step][key], ref[step][key])
+
+
+def test_sigkill_after_checkpoint_resumes_exactly(toy_config, uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    code = train(toy_config, [f"train.run_dir={run}", *RUN], 1, tmp_path / "a.log",
+                 env={"MSM_FAULT_KILL": "after_save:4"}, expect=None)
+    assert code != 0  # killed
+    assert ckpt_state(run)[0] == 4
+    assert sorted(metrics(run)) == [1, 2, 3, 4]
+    train(toy_config, [f"train.run_dir={run}", *RUN], 1, tmp_path / "b.log")
+    got = metrics(run)
+    assert_same(got, uninterrupted, range(1, 7))  # bit-exact
+
+
+def test_kill_during_save_resumes_from_previous_checkpoint(toy_config, uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    train(toy_config, [f"train.run_dir={run}", *RUN], 1, tmp_path / "a.log",
+          env={"MSM_FAULT_KILL": "during_save:4"}, expect=None)
+    latest, dirs = ckpt_state(run)
+    assert latest == 2 and "iter_0000004" in dirs  # a partial iter_4 exists, "latest" did not move
+    assert not (run / "checkpoints" / "iter_0000004" / "msm_meta.json").exists()
+    log = tmp_path / "b.log"
+    train(toy_config, [f"train.run_dir={run}", *RUN], 1, log)
+    steps_rerun = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps_rerun == [1, 2, 3, 4, 3, 4, 5, 6]  # resumed after step 2
+    assert_same(metrics(run), uninterrupted, range(1, 7))
+    assert ckpt_state(run)[0] == 6
+
+
+@pytest.mark.parametrize("overrides,nproc", [(["parallel.tp=2"], 2), (["parallel.pp=2"], 2)],
+                         ids=["tp2", "pp2"])
+def test_resume_at_different_layout(toy_config, uninterrupted, tmp_path, overrides, nproc):
+    run = tmp_path / "run"
+    train(toy_config, [f"train.run_dir={run}", *RUN], 1, tmp_path / "a.log",
+          env={"MSM_FAULT_KILL": "after_save:4"}, expect=None)
+    train(toy_config, [f"train.run_dir={run}", *RUN, *overrides], nproc, tmp_path / "b.log")
+    meta = json.loads((run / "checkpoints" / "iter_0000006" / "msm_meta.json").read_text())
+    assert meta["layout"]["world"] == nproc
+    assert_same(metrics(run), uninterrupted, [5, 6], tol=1e-6)
+
+
+def test_distributed_optimizer_resume_exact_and_flag_mismatch_refused(toy_config, tmp_path):
+    ref_dir, run = tmp_path / "ref", tmp_path / "run"
+    dist_opt = [*RUN, "parallel.distributed_optimizer=true"]
+    train(toy_config, [f"train.run_dir={ref_dir}", *dist_opt], 2, tmp_path / "ref.log")
+    train(toy_config, [f"train.run_dir={run}", *dist_opt], 2, tmp_path / "a.log",
+          env={"MSM_FAULT_KILL": "after_save:4"}, expect=None)
+    log = tmp_path / "b.log"
+    code = train(toy_config, [f"train.run_dir={run}", *RUN], 2, log, expect=None)
+    assert code != 0 and "parallel.distributed_optimizer=true" in log.read_text()
+    train(toy_config, [f"train.run_dir={run}", *dist_opt, "parallel.tp=2"], 2, tmp_path / "c.log")
+    assert_same(metrics(run), metrics(ref_dir), [5, 6], tol=1e-6)
+
+
+def test_preemption_signal_saves_and_exits_for_requeue(toy_config, tmp_path):
+    """SIGUSR1 (Slurm --signal) mid-run → checkpoint at that step, exit 75; rerun resumes there."""
+    run = tmp_path / "run"
+    long_run = [f"train.run_dir={run}", "train.steps=100000", "checkpoint.save_interval=null"]
+    proc = start(toy_config, long_run, 0, tmp_path / "a.log")
+    deadline = time.time() + 120
+    while time.time() < deadline and len(logged_steps(run)) < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGUSR1)
+    code = finish(proc, timeout=120)
+    assert code == 75, (tmp_path / "a.log").read_text()[-3000:]
+    stopped_at = max(metrics(run))
+    assert ckpt_state(run)[0] == stopped_at
+    assert "stopped by SIGUSR1" in (tmp_path / "a.log").read_text()
+    # The rerun continues from the next step; stop it the same way after its first step.
+    proc = start(toy_config, long_run, 0, tmp_path / "b.log")
+    deadline = time.time() + 120
+    while time.time() < deadline and max(logged_steps(run)) <= stopped_at:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert finish(proc, timeout=120) == 75
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[stopped_at] == stopped_at + 1
