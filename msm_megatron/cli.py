@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``msm`` console script."""
+    from msm_megatron._compat.quiet import quiet_third_party
+
+    quiet_third_party()
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:

@@ -146,8 +146,44 @@ def _publish(root: Path, iteration: int, keep_last: int | None) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def save(cfg: Config, chunks, optimizer, scheduler, state: TrainState, root: Path) -> Path:
-    """Save a complete checkpoint for ``state.iteration`` and move the "latest" marker to it."""
+class AsyncSaves:
+    """Pending asynchronous saves; their "latest" marker moves only when every rank is done.
+
+    ``poll()`` runs between steps (cheap, collective); ``wait()`` blocks at exit so a finished
+    run never leaves a save in flight.
+    """
+
+    def __init__(self):
+        from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+        self.queue = AsyncCallsQueue()
+
+    def schedule(self, request) -> None:
+        self.queue.schedule_async_request(request)
+
+    def poll(self) -> list[int]:
+        return self.queue.maybe_finalize_async_calls(blocking=False)
+
+    def wait(self) -> None:
+        self.queue.maybe_finalize_async_calls(blocking=True)
+
+    def pending(self) -> int:
+        return self.queue.get_num_unfinalized_calls()
+
+
+def _finish_save(cfg: Config, state: TrainState, path: Path, root: Path) -> None:
+    if dist.get_rank() == 0:
+        _write_meta(path, cfg, state)
+        _publish(Path(root), state.iteration, cfg.checkpoint.keep_last)
+
+
+def save(cfg: Config, chunks, optimizer, scheduler, state: TrainState, root: Path,
+         async_saves: AsyncSaves | None = None) -> Path:
+    """Save ``state.iteration``; the "latest" marker moves to it once the save is complete.
+
+    With ``async_saves`` the shards are written by a background process and this returns as
+    soon as the state is staged; the marker moves in a later ``async_saves.poll()``/``wait()``.
+    """
     from megatron.core import dist_checkpointing
 
     path = iter_dir(root, state.iteration)
@@ -157,12 +193,21 @@ def save(cfg: Config, chunks, optimizer, scheduler, state: TrainState, root: Pat
         path.mkdir(parents=True)
     dist.barrier()
     sd = sharded_state(chunks, optimizer, scheduler, state, is_loading=False)
+    snapshot = TrainState(**vars(state))
+    if async_saves is not None:
+        request = dist_checkpointing.save(sd, str(path), async_sharded_save=True,
+                                          async_strategy="mcore")
+        def finalize() -> None:
+            _finish_save(cfg, snapshot, path, root)
+            _maybe_fault("after_save", snapshot.iteration)
+
+        request.add_finalize_fn(finalize)
+        async_saves.schedule(request)
+        return path
     dist_checkpointing.save(sd, str(path))
     _maybe_fault("during_save", state.iteration)
     dist.barrier()
-    if dist.get_rank() == 0:
-        _write_meta(path, cfg, state)
-        _publish(Path(root), state.iteration, cfg.checkpoint.keep_last)
+    _finish_save(cfg, snapshot, path, root)
     dist.barrier()
     _maybe_fault("after_save", state.iteration)
     return path

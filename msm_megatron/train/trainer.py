@@ -112,6 +112,7 @@ class Trainer:
         self.dataset = TokenDataset(cfg.data.path, cfg.data.seq_length, cfg.data.seed)
         self.state = self._restore()
         self._last_saved = self.state.iteration
+        self.async_saves = ckpt.AsyncSaves() if cfg.checkpoint.async_save else None
 
     def _restore(self) -> ckpt.TrainState:
         latest = ckpt.latest_iteration(self.ckpt_root) if self.cfg.checkpoint.resume else None
@@ -156,6 +157,7 @@ class Trainer:
                                model_flops_per_token(cfg.model, cfg.data.seq_length),
                                dist.get_world_size(), enabled=rank0)
         signals = PreemptionHandler(cfg.checkpoint.exit_signals)
+        logger.message(self._banner())
         tokens_per_step = self.layout["tokens_per_step"]
         try:
             while state.iteration < self.total_steps:
@@ -165,12 +167,14 @@ class Trainer:
                 state.consumed_tokens += tokens_per_step
                 result.records.append(logger.step(state.iteration, loss, lr, grad_norm,
                                                   tokens_per_step, state.consumed_tokens, 1))
+                if self.async_saves is not None:
+                    self.async_saves.poll()
                 interval = cfg.checkpoint.save_interval
                 if interval and state.iteration % interval == 0:
                     self._save(logger)
                 if signals.should_stop():
                     result.stopped_by = signals.received or "signal on another rank"
-                    if cfg.checkpoint.save_on_exit:
+                    if cfg.checkpoint.save_on_exit and self._last_saved != state.iteration:
                         self._save(logger)
                     result.exit_code = REQUEUE_EXIT_CODE
                     logger.message(f"stopped by {result.stopped_by} at step {state.iteration}; "
@@ -179,15 +183,29 @@ class Trainer:
             else:
                 if self._last_saved != state.iteration or ckpt.latest_iteration(self.ckpt_root) is None:
                     self._save(logger)  # the final state (iteration 0 = the initial weights)
+            if self.async_saves is not None:
+                self.async_saves.wait()
         finally:
             signals.close()
             logger.close()
         result.state = state
         return result
 
+    def _banner(self) -> str:
+        from msm_megatron.flops import param_count
+
+        p, lay = self.cfg.parallel, self.layout
+        start = (f"resuming at step {self.state.iteration}" if self.state.iteration
+                 else "starting at step 0")
+        return (f"{self.cfg.name}: {param_count(self.cfg.model) / 1e6:.1f}M params | world "
+                f"{dist.get_world_size()} = tp {p.tp} × pp {p.pp} × cp {p.cp} × dp {lay['dp']}"
+                f"{f' (vpp {p.vpp})' if p.vpp else ''} | {self.total_steps} steps × "
+                f"{lay['tokens_per_step']} tokens | {start} | run dir {self.run_dir}")
+
     def _save(self, logger: MetricsLogger) -> None:
         path = ckpt.save(self.cfg, self.chunks, self.optimizer, self.scheduler, self.state,
-                         self.ckpt_root)
+                         self.ckpt_root, self.async_saves)
         self._last_saved = self.state.iteration
         logger.restart_clock()
-        logger.message(f"saved checkpoint {path}")
+        verb = "saving (async)" if self.async_saves is not None else "saved"
+        logger.message(f"{verb} checkpoint {path}")

@@ -62,6 +62,18 @@ def test_sigkill_after_checkpoint_resumes_exactly(toy_config, uninterrupted, tmp
     assert_same(got, uninterrupted, range(1, 7))  # bit-exact
 
 
+def test_async_save_then_sigkill_resumes_exactly(toy_config, uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    async_run = [f"train.run_dir={run}", *RUN, "checkpoint.async_save=true"]
+    train(toy_config, async_run, 1, tmp_path / "a.log", env={"MSM_FAULT_KILL": "after_save:4"},
+          expect=None)
+    latest, dirs = ckpt_state(run)
+    assert latest == 4 and (run / "checkpoints" / "iter_0000004" / "msm_meta.json").exists()
+    train(toy_config, async_run, 1, tmp_path / "b.log")
+    assert_same(metrics(run), uninterrupted, range(1, 7))
+    assert ckpt_state(run)[0] == 6
+
+
 def test_kill_during_save_resumes_from_previous_checkpoint(toy_config, uninterrupted, tmp_path):
     run = tmp_path / "run"
     train(toy_config, [f"train.run_dir={run}", *RUN], 1, tmp_path / "a.log",
