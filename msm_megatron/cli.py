@@ -57,10 +57,11 @@ def _strip_nproc(argv: list[str]) -> list[str]:
 def cmd_train(args, argv: list[str]) -> int:
     cfg = resolve_config(args.config, args.overrides)
     if args.dry_run:
-        from msm_megatron.estimate import format_dry_run
         from msm_megatron.distributed import read_launch_env
+        from msm_megatron.estimate import format_dry_run
 
-        world = args.world_size or cfg.parallel.world_size or args.nproc or read_launch_env().world_size
+        world = (args.world_size or cfg.parallel.world_size or args.nproc
+                 or read_launch_env().world_size)
         print(format_dry_run(cfg, world))
         return 0
     if args.nproc and "RANK" not in os.environ:
@@ -90,7 +91,8 @@ def cmd_demo(args, argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="msm", description="Model Spec Midtraining on Megatron-Core")
+    parser = argparse.ArgumentParser(
+        prog="msm", description="Model Spec Midtraining on Megatron-Core")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train from a recipe or config.yaml")
     train.add_argument("config", help="recipe name (see `msm recipes`) or path to config.yaml")

@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -43,7 +43,7 @@ class ModelConfig:
     num_layers: int = 28
     num_attention_heads: int = 16
     num_key_value_heads: int = 8
-    head_dim: Optional[int] = None
+    head_dim: int | None = None
     max_position_embeddings: int = 40960
     rope_theta: float = 1_000_000.0
     rms_norm_eps: float = 1e-6
@@ -52,7 +52,7 @@ class ModelConfig:
     qk_norm: bool = True
     init_method_std: float = 0.02
     make_vocab_size_divisible_by: int = 128
-    hf_path: Optional[str] = None
+    hf_path: str | None = None
 
     @property
     def kv_channels(self) -> int:
@@ -66,21 +66,21 @@ class ParallelConfig:
 
     tp: int = 1
     pp: int = 1
-    vpp: Optional[int] = None
+    vpp: int | None = None
     cp: int = 1
     sequence_parallel: bool = False
     distributed_optimizer: bool = False
     overlap_grad_reduce: bool = False
     overlap_param_gather: bool = False
     backend: Literal["auto", "gloo", "nccl"] = "auto"
-    world_size: Optional[int] = None
+    world_size: int | None = None
 
 
 @dataclass(kw_only=True, slots=True)
 class DataConfig:
     """Training data. ``path`` is a token file written by :mod:`msm_megatron.data.token_file`."""
 
-    path: Optional[str] = None
+    path: str | None = None
     seq_length: int = 4096
     seed: int = 1234
 
@@ -97,7 +97,7 @@ class OptimConfig:
     adam_eps: float = 1e-8
     clip_grad: float = 1.0
     warmup_fraction: float = 0.05
-    warmup_steps: Optional[int] = None
+    warmup_steps: int | None = None
     decay_style: Literal["cosine", "linear", "constant"] = "cosine"
 
 
@@ -110,10 +110,10 @@ class TrainConfig:
 
     micro_batch_size: int = 1
     global_batch_size: int = 64
-    steps: Optional[int] = None
-    tokens: Optional[int] = None
+    steps: int | None = None
+    tokens: int | None = None
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
-    fp8: Optional[Literal["delayed", "tensorwise", "blockwise", "mxfp8"]] = None
+    fp8: Literal["delayed", "tensorwise", "blockwise", "mxfp8"] | None = None
     fp8_first_last_bf16: bool = False
     recompute: Literal["none", "selective", "full"] = "none"
     recompute_num_layers: int = 1
@@ -126,10 +126,10 @@ class TrainConfig:
 class CheckpointConfig:
     """Megatron ``dist_checkpointing`` saves under ``<run_dir>/checkpoints``."""
 
-    save_interval: Optional[int] = None
-    keep_last: Optional[int] = 3
+    save_interval: int | None = None
+    keep_last: int | None = 3
     async_save: bool = False
-    load: Optional[str] = None
+    load: str | None = None
     resume: bool = True
     save_on_exit: bool = True
     exit_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
@@ -141,7 +141,7 @@ class LogConfig:
 
     interval: int = 1
     tensorboard: bool = True
-    wandb_project: Optional[str] = None
+    wandb_project: str | None = None
     progress_bar: bool = True
     peak_tflops: float = 989.0
 
@@ -190,7 +190,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is Literal:
         if value not in args:
             raise ConfigError(
-                f"{where}: {value!r} is not one of {list(args)}." + _suggest(str(value), list(map(str, args)))
+                f"{where}: {value!r} is not one of {list(args)}."
+                + _suggest(str(value), list(map(str, args)))
             )
         return value
     if origin is list:
@@ -206,7 +207,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             pass
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+    is_bool_as_int = tp is int and isinstance(value, bool)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not is_bool_as_int):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
 
@@ -235,7 +237,8 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     data = to_dict(cfg)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like section.key=value (e.g. train.lr=2e-5)")
+            raise ConfigError(
+                f"override '{item}' must look like section.key=value (e.g. train.lr=2e-5)")
         dotted, raw = item.split("=", 1)
         parts = dotted.strip().split(".")
         node, cls = data, Config
@@ -251,11 +254,13 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             sub = typing.get_type_hints(cls)[part]
             if depth == len(parts) - 1:
                 if dataclasses.is_dataclass(sub):
-                    raise ConfigError(f"override '{item}': '{dotted}' is a section; set one of its keys")
+                    raise ConfigError(
+                        f"override '{item}': '{dotted}' is a section; set one of its keys")
                 node[part] = yaml.safe_load(raw) if raw != "" else None
             else:
                 if not dataclasses.is_dataclass(sub):
-                    raise ConfigError(f"override '{item}': '{'.'.join(parts[:depth + 1])}' is not a section")
+                    section = ".".join(parts[: depth + 1])
+                    raise ConfigError(f"override '{item}': '{section}' is not a section")
                 node, cls = node[part], sub
     return from_dict(Config, data)
 

@@ -133,8 +133,10 @@ def ranks() -> dict[str, int]:
 
     return {
         "rank": dist.get_rank(), "world": dist.get_world_size(),
-        "tp_rank": ps.get_tensor_model_parallel_rank(), "tp": ps.get_tensor_model_parallel_world_size(),
-        "pp_rank": ps.get_pipeline_model_parallel_rank(), "pp": ps.get_pipeline_model_parallel_world_size(),
+        "tp_rank": ps.get_tensor_model_parallel_rank(),
+        "tp": ps.get_tensor_model_parallel_world_size(),
+        "pp_rank": ps.get_pipeline_model_parallel_rank(),
+        "pp": ps.get_pipeline_model_parallel_world_size(),
         "dp_rank": ps.get_data_parallel_rank(), "dp": ps.get_data_parallel_world_size(),
         "cp": ps.get_context_parallel_world_size(),
     }

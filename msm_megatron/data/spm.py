@@ -33,7 +33,6 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Union
 
 import sentencepiece as spm
 
@@ -67,7 +66,7 @@ TRAINER_OPTIONS: dict = {
     "minloglevel": 2,
 }
 
-TextSource = Union[str, Path, Iterable[str]]
+TextSource = str | Path | Iterable[str]
 
 
 def _iter_jsonl_texts(path: Path, field: str = "text") -> Iterator[str]:
@@ -98,7 +97,7 @@ def _iter_lines(source: TextSource) -> Iterator[str]:
 
 def train_sentencepiece(
     texts_or_jsonl_path: TextSource,
-    out_prefix: Union[str, Path],
+    out_prefix: str | Path,
     vocab_size: int = 2048,
     seed: int = DEFAULT_SEED,
     model_type: str = "bpe",
@@ -156,7 +155,7 @@ def _write_model(proto: bytes, out_prefix: Path) -> Path:
     return model_path
 
 
-def file_sha256(path: Union[str, Path]) -> str:
+def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
     with Path(path).open("rb") as f:
@@ -175,7 +174,7 @@ class SentencePieceTokenizer:
         ValueError: The file is missing or has no EOS piece (needed as EOD).
     """
 
-    def __init__(self, model_path: Union[str, Path]) -> None:
+    def __init__(self, model_path: str | Path) -> None:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ValueError(

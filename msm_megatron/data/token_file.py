@@ -26,7 +26,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Optional, Protocol, Union
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ FORMAT = "msm-token-file"
 VERSION = 1
 _MAKE_HINT = "create it with msm_megatron.data.token_file.tokenize_jsonl_to_token_file"
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 class Tokenizer(Protocol):
@@ -118,7 +118,7 @@ def write_token_file(
     out_path: PathLike,
     eod_id: int,
     vocab_size: int,
-    meta: Optional[dict] = None,
+    meta: dict | None = None,
 ) -> Path:
     """Writes documents, each followed by ``eod_id``, as a flat token file plus sidecar.
 

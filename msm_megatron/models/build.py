@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from msm_megatron._compat.te import te_available
 from msm_megatron.config import Config, ConfigError, ModelConfig
 
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Megatron's fp8 format per recipe: "hybrid" = e4m3 forward, e5m2 backward.
 FP8_FORMAT = {"delayed": "hybrid", "tensorwise": "hybrid", "blockwise": "e4m3", "mxfp8": "e4m3"}
 
@@ -32,7 +33,8 @@ def padded_vocab_size(model: ModelConfig, tp: int) -> int:
 def use_te_spec(cfg: Config) -> bool:
     """Whether to build with Transformer Engine layers."""
     if cfg.train.spec == "te" and not te_available():
-        raise ConfigError("train.spec=te but Transformer Engine is not importable; use train.spec=auto")
+        raise ConfigError(
+            "train.spec=te but Transformer Engine is not importable; use train.spec=auto")
     return cfg.train.spec != "local" and te_available()
 
 
@@ -43,9 +45,9 @@ def fp8_fields(cfg: Config) -> dict:
         return {}
     if not te_available():
         raise ConfigError(
-            f"train.fp8={recipe} needs Transformer Engine, which is not importable here. Without TE "
-            "Megatron would silently train in full precision. Use the NGC PyTorch container "
-            "(docs/install.md) or set train.fp8=null."
+            f"train.fp8={recipe} needs Transformer Engine, which is not importable here. "
+            "Without TE Megatron would silently train in full precision. Use the NGC PyTorch "
+            "container (docs/install.md) or set train.fp8=null."
         )
     fields = {"fp8": FP8_FORMAT[recipe], "fp8_recipe": recipe}
     if cfg.train.fp8_first_last_bf16:
@@ -69,7 +71,7 @@ def transformer_config(cfg: Config):
     from megatron.core.transformer.transformer_config import TransformerConfig
 
     m, p, t = cfg.model, cfg.parallel, cfg.train
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision]
+    dtype = PRECISION_DTYPES[t.precision]
     on_cpu = not torch.cuda.is_available()
     return TransformerConfig(
         num_layers=m.num_layers, hidden_size=m.hidden_size, ffn_hidden_size=m.intermediate_size,
@@ -88,7 +90,8 @@ def transformer_config(cfg: Config):
         # gloo matches same-peer messages in posting order, so Megatron's batched P2P (which posts
         # recv_prev before recv_next) swaps activations and gradients when prev == next (pp=2,
         # interleaved). The unbatched path uses distinct groups per direction: exact on gloo.
-        batch_p2p_comm=not on_cpu, deallocate_pipeline_outputs=True, **_recompute_fields(cfg), **fp8_fields(cfg),
+        batch_p2p_comm=not on_cpu, deallocate_pipeline_outputs=True,
+        **_recompute_fields(cfg), **fp8_fields(cfg),
     )
 
 

@@ -43,7 +43,7 @@ QWEN3_TOY = {
 
 
 def qwen3_toy_midtrain() -> Config:
-    """Tiny Qwen3 midtraining on CPU: fp32, 60 steps of 16 × 128 tokens, checkpoint every 20."""
+    """Tiny Qwen3 midtraining on CPU: fp32, 150 steps of 16 × 128 tokens, checkpoint every 50."""
     return Config(
         name="qwen3_toy_midtrain",
         model=model_config_from_hf(QWEN3_TOY),
@@ -53,11 +53,11 @@ def qwen3_toy_midtrain() -> Config:
         train=TrainConfig(
             micro_batch_size=4,
             global_batch_size=16,
-            steps=60,
+            steps=150,
             precision="fp32",
             run_dir="runs/toy",
         ),
-        checkpoint=CheckpointConfig(save_interval=20),
+        checkpoint=CheckpointConfig(save_interval=50),
         log=LogConfig(interval=5),
     )
 

@@ -1,7 +1,8 @@
 """Training metrics: console progress, ``metrics.jsonl``, TensorBoard, optional W&B.
 
 Only global rank 0 writes. MFU = achieved model FLOP/s per GPU / ``log.peak_tflops`` (989 for an
-H100 SXM, dense bf16), with model FLOPs per token from :func:`msm_megatron.flops.model_flops_per_token`
+H100 SXM, dense bf16), with model FLOPs per token from
+:func:`msm_megatron.flops.model_flops_per_token`
 (the 6·N + attention formula documented there; recompute FLOPs are not counted, as is usual).
 """
 

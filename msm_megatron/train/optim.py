@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from msm_megatron.config import Config
+from msm_megatron.models.build import PRECISION_DTYPES
 
 
 def build_optimizer(cfg: Config, model_chunks: list):
@@ -19,7 +18,7 @@ def build_optimizer(cfg: Config, model_chunks: list):
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
     o = cfg.optim
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.precision]
+    dtype = PRECISION_DTYPES[cfg.train.precision]
     ocfg = OptimizerConfig(
         optimizer="adam", lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay,
         adam_beta1=o.adam_beta1, adam_beta2=o.adam_beta2, adam_eps=o.adam_eps,

@@ -16,8 +16,8 @@ DP/TP/PP run equal to a single-rank run, and the right normalisation for masked 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
-from typing import Iterator
 
 import torch
 
@@ -53,6 +53,7 @@ def forward_step(data_iterator, model):
     tokens = batch["tokens"]
     position_ids = batch.get("position_ids")
     if position_ids is None:
-        position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand_as(tokens)
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        position_ids = positions.unsqueeze(0).expand_as(tokens)
     output = model(tokens, position_ids, None, labels=batch["labels"])
     return output, partial(loss_func, batch["loss_mask"])

@@ -71,7 +71,8 @@ def _install_schedule_hooks(cfg: Config, chunks: list, optimizer) -> None:
     one = len(chunks) == 1
     if cfg.parallel.overlap_grad_reduce:
         tconf.no_sync_func = chunks[0].no_sync if one else [c.no_sync for c in chunks]
-        tconf.grad_sync_func = chunks[0].start_grad_sync if one else [c.start_grad_sync for c in chunks]
+        tconf.grad_sync_func = (chunks[0].start_grad_sync if one
+                                else [c.start_grad_sync for c in chunks])
     if cfg.parallel.overlap_param_gather:
         tconf.param_sync_func = (chunks[0].start_param_sync if one
                                  else [c.start_param_sync for c in chunks])
@@ -181,7 +182,8 @@ class Trainer:
                                    f"exit {REQUEUE_EXIT_CODE} (resume with the same command)")
                     break
             else:
-                if self._last_saved != state.iteration or ckpt.latest_iteration(self.ckpt_root) is None:
+                never_saved = ckpt.latest_iteration(self.ckpt_root) is None
+                if self._last_saved != state.iteration or never_saved:
                     self._save(logger)  # the final state (iteration 0 = the initial weights)
             if self.async_saves is not None:
                 self.async_saves.wait()

@@ -55,3 +55,15 @@ def test_layout_matches_single_rank(name, toy_config, reference, tmp_path):
         assert abs(got[step]["grad_norm"] - ref[step]["grad_norm"]) <= 1e-6, (step, name)
     # Training moved the weights: losses after updates differ from the first.
     assert ref[4]["loss"] != ref[1]["loss"]
+
+
+def test_bf16_mixed_precision_tracks_fp32(toy_config, reference, tmp_path):
+    """bf16 weights/activations with fp32 main params stay close to the fp32 trajectory."""
+    init, ref = reference
+    run = tmp_path / "bf16"
+    train(toy_config, [f"train.run_dir={run}", f"checkpoint.load={init}",
+                       "train.precision=bf16", "parallel.tp=2"], 2, tmp_path / "bf16.log")
+    got = metrics(run)
+    for step in ref:
+        assert abs(got[step]["loss"] - ref[step]["loss"]) < 0.02, (step, got[step], ref[step])
+    assert any(got[s]["loss"] != ref[s]["loss"] for s in ref)  # really ran in lower precision

@@ -141,7 +141,7 @@ def test_dry_run_report_lists_the_table():
         "recompute full",
         "logits",
         "total",
-        "60 steps",
+        "150 steps",
     ):
         assert text in report, text
 

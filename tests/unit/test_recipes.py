@@ -82,9 +82,9 @@ def test_toy_shape():
     assert (m.vocab_size, m.hidden_size, m.intermediate_size, m.num_layers) == (2048, 64, 192, 4)
     assert (m.num_attention_heads, m.num_key_value_heads, m.head_dim) == (4, 2, 32)
     assert m.kv_channels != m.hidden_size // m.num_attention_heads and m.tie_word_embeddings
-    assert (cfg.data.seq_length, cfg.train.precision, cfg.train.steps) == (128, "fp32", 60)
+    assert (cfg.data.seq_length, cfg.train.precision, cfg.train.steps) == (128, "fp32", 150)
     assert (cfg.train.micro_batch_size, cfg.train.global_batch_size) == (4, 16)
-    assert cfg.checkpoint.save_interval == 20 and cfg.data.path == "examples/data/demo_tokens"
+    assert cfg.checkpoint.save_interval == 50 and cfg.data.path == "examples/data/demo_tokens"
 
 
 @pytest.mark.parametrize("name", [n for n in FULL_SIZE if n.endswith("_midtrain")])

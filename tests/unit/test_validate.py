@@ -162,7 +162,7 @@ def test_derive_layout():
         "dp": 2,
         "num_microbatches": 2,
         "tokens_per_step": 2048,
-        "total_steps": 60,
+        "total_steps": 150,
     }
     assert derive_layout(toy("train.steps=null"), 1)["total_steps"] is None
 
