@@ -6,6 +6,7 @@ Examples::
     msm train qwen3_32b_midtrain --dry-run --world-size 16   # plan + memory estimate, no GPU
     msm train qwen3_toy_midtrain data.path=runs/demo/data/tokens --nproc 2 parallel.tp=2
     msm train runs/toy/config.yaml train.steps=100        # replay a saved run with overrides
+    msm train qwen3_8b_midtrain --model-from-hf /models/Qwen3-8B --dry-run --world-size 8
     msm demo                                              # tokenizer + tokens + toy midtraining
 """
 
@@ -20,8 +21,8 @@ from pathlib import Path
 from msm_megatron.config import Config, ConfigError, apply_overrides, load_yaml
 
 
-def resolve_config(target: str, overrides: list[str]) -> Config:
-    """A recipe name or a YAML path, with dotlist overrides applied."""
+def resolve_config(target: str, overrides: list[str], model_from_hf: str | None = None) -> Config:
+    """A recipe name or a YAML path; its model replaced by an HF config if given; overrides."""
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
         if not Path(target).is_file():
             raise ConfigError(f"config file {target} does not exist")
@@ -30,6 +31,12 @@ def resolve_config(target: str, overrides: list[str]) -> Config:
         from msm_megatron.recipes import get_recipe
 
         cfg = get_recipe(target)
+    if model_from_hf:
+        import dataclasses
+
+        from msm_megatron.models.hf_config import load_hf_config
+
+        cfg = dataclasses.replace(cfg, model=load_hf_config(model_from_hf))
     return apply_overrides(cfg, overrides)
 
 
@@ -55,7 +62,7 @@ def _strip_nproc(argv: list[str]) -> list[str]:
 
 
 def cmd_train(args, argv: list[str]) -> int:
-    cfg = resolve_config(args.config, args.overrides)
+    cfg = resolve_config(args.config, args.overrides, args.model_from_hf)
     if args.dry_run:
         from msm_megatron.distributed import read_launch_env
         from msm_megatron.estimate import format_dry_run
@@ -100,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dry-run", action="store_true", help="validate and print the plan only")
     train.add_argument("--world-size", type=int, help="world size for --dry-run")
     train.add_argument("--nproc", type=int, help="launch N local ranks with torchrun")
+    train.add_argument("--model-from-hf", metavar="PATH",
+                       help="take the architecture from an HF config.json (or its directory)")
     train.set_defaults(func=cmd_train)
     recipes = sub.add_parser("recipes", help="list named recipes")
     recipes.set_defaults(func=cmd_recipes)

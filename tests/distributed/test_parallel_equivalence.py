@@ -67,3 +67,29 @@ def test_bf16_mixed_precision_tracks_fp32(toy_config, reference, tmp_path):
     for step in ref:
         assert abs(got[step]["loss"] - ref[step]["loss"]) < 0.02, (step, got[step], ref[step])
     assert any(got[s]["loss"] != ref[s]["loss"] for s in ref)  # really ran in lower precision
+
+
+ARCHS = {  # the toy shape as Qwen2/2.5 (QKV bias, no q/k norm, untied) and Llama
+    "qwen2": (["model.arch=qwen2", "model.qkv_bias=true", "model.qk_norm=false",
+               "model.tie_word_embeddings=false", "model.head_dim=null"],
+              [["parallel.tp=2"], ["parallel.pp=2"]]),
+    "llama": (["model.arch=llama", "model.qk_norm=false", "model.tie_word_embeddings=false",
+               "model.rope_theta=500000"], [["parallel.tp=2"]]),
+}
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_other_architectures_match_single_rank(arch, toy_config, tmp_path):
+    shape, layouts = ARCHS[arch]
+    init = tmp_path / "init"
+    train(toy_config, [f"train.run_dir={init}", "train.steps=0", *shape], 1, tmp_path / "i.log")
+    load = f"checkpoint.load={init / 'checkpoints'}"
+    train(toy_config, [f"train.run_dir={tmp_path / 'ref'}", load, *shape], 1, tmp_path / "r.log")
+    ref = metrics(tmp_path / "ref")
+    for i, layout in enumerate(layouts):
+        run = tmp_path / f"run{i}"
+        train(toy_config, [f"train.run_dir={run}", load, *shape, *layout], 2, tmp_path / f"{i}.log")
+        got = metrics(run)
+        for step in ref:
+            assert abs(got[step]["loss"] - ref[step]["loss"]) <= 1e-6, (arch, layout, step)
+            assert abs(got[step]["grad_norm"] - ref[step]["grad_norm"]) <= 1e-6, (arch, layout)

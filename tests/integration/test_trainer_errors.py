@@ -69,3 +69,19 @@ def test_cli_dry_run_32b_plan():
 def test_cli_unknown_recipe():
     out = msm("train", "qwen3_32b_midtrian", "--dry-run")
     assert out.returncode == 2 and "qwen3_32b_midtrain" in out.stderr
+
+
+def test_cli_model_from_hf_config(tmp_path):
+    import json
+
+    hf = {"model_type": "qwen2", "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 128,
+          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+          "max_position_embeddings": 256, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
+          "tie_word_embeddings": False}
+    (tmp_path / "config.json").write_text(json.dumps(hf))
+    out = msm("train", "qwen3_toy_midtrain", "--model-from-hf", str(tmp_path), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "qwen2" in out.stdout and "2 layers" in out.stdout and "padded to 1024" in out.stdout
+    (tmp_path / "config.json").write_text(json.dumps({**hf, "model_type": "gpt2"}))
+    bad = msm("train", "qwen3_toy_midtrain", "--model-from-hf", str(tmp_path), "--dry-run")
+    assert bad.returncode == 2 and "config.json" in bad.stderr and "gpt2" in bad.stderr
