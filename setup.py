@@ -2,9 +2,11 @@
 
 Install (CPU dev box; `make setup` does exactly this):
     pip install torch==2.13.0 numpy 'packaging>=24.2' psutil
-    pip install --ignore-requires-python -e '.[dev]'
+    pip install --ignore-requires-python megatron-core==0.19.2
+    pip install -e '.[dev]'
 megatron-core 0.19.2 declares Python>=3.12 but ships a cp311 wheel that works on 3.11, hence
---ignore-requires-python. See README "Dependency notes" for why apex and nemo-toolkit are absent.
+--ignore-requires-python for that one package (not for the rest: it would pick sdists of other
+packages that need 3.12). See README "Dependency notes" for why apex and nemo-toolkit are absent.
 """
 
 from setuptools import find_packages, setup
@@ -29,7 +31,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff"],
+        "dev": ["pytest>=8", "ruff", "transformers", "safetensors"],
         "gen": ["httpx"],
         "eval": ["transformers", "safetensors"],
         "wandb": ["wandb"],

@@ -15,10 +15,7 @@ Layout: TP2 × DP4 on one 8×H100 node (as for Qwen3-8B).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from msm_megatron.config import Config
-from msm_megatron.recipes.stages import build_recipe
+from msm_megatron.recipes.stages import family_recipes
 
 LLAMA3_1_8B = {
     "model_type": "llama",
@@ -37,25 +34,6 @@ LLAMA3_1_8B = {
 }
 
 
-def llama3_1_8b_midtrain() -> Config:
-    """Llama-3.1-8B midtraining: TP2 × DP4 on 8 H100s."""
-    return build_recipe(
-        "llama3_1_8b_midtrain",
-        LLAMA3_1_8B,
-        "midtrain",
-        hf_path="meta-llama/Llama-3.1-8B",
-        tp=2,
-        world_size=8,
-    )
-
-
-def llama3_1_8b_sft() -> Config:
-    """Llama-3.1-8B SFT/AFT on packed chats: TP2 × DP4 on 8 H100s."""
-    return build_recipe(
-        "llama3_1_8b_sft", LLAMA3_1_8B, "sft", hf_path="meta-llama/Llama-3.1-8B", tp=2, world_size=8
-    )
-
-
-RECIPES: dict[str, Callable[[], Config]] = {
-    fn.__name__: fn for fn in (llama3_1_8b_midtrain, llama3_1_8b_sft)
-}
+RECIPES = family_recipes({
+    "llama3_1_8b": (LLAMA3_1_8B, "meta-llama/Llama-3.1-8B", {"tp": 2, "world_size": 8}),
+})

@@ -12,10 +12,7 @@ target 8×H100 80 GB nodes:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from msm_megatron.config import Config
-from msm_megatron.recipes.stages import build_recipe
+from msm_megatron.recipes.stages import family_recipes
 
 _COMMON = {
     "model_type": "qwen2",
@@ -54,83 +51,9 @@ QWEN2_5_32B = {
 }
 
 
-def qwen2_5_7b_midtrain() -> Config:
-    """Qwen2.5-7B-Instruct midtraining: TP2 × DP4 on 8 H100s."""
-    return build_recipe(
-        "qwen2_5_7b_midtrain",
-        QWEN2_5_7B,
-        "midtrain",
-        hf_path="Qwen/Qwen2.5-7B-Instruct",
-        tp=2,
-        world_size=8,
-    )
-
-
-def qwen2_5_7b_sft() -> Config:
-    """Qwen2.5-7B-Instruct SFT/AFT on packed chats: TP2 × DP4 on 8 H100s."""
-    return build_recipe(
-        "qwen2_5_7b_sft", QWEN2_5_7B, "sft", hf_path="Qwen/Qwen2.5-7B-Instruct", tp=2, world_size=8
-    )
-
-
-def qwen2_5_14b_midtrain() -> Config:
-    """Qwen2.5-14B-Instruct midtraining: TP4 × DP2 on 8 H100s."""
-    return build_recipe(
-        "qwen2_5_14b_midtrain",
-        QWEN2_5_14B,
-        "midtrain",
-        hf_path="Qwen/Qwen2.5-14B-Instruct",
-        tp=4,
-        world_size=8,
-    )
-
-
-def qwen2_5_14b_sft() -> Config:
-    """Qwen2.5-14B-Instruct SFT/AFT on packed chats: TP4 × DP2 on 8 H100s."""
-    return build_recipe(
-        "qwen2_5_14b_sft",
-        QWEN2_5_14B,
-        "sft",
-        hf_path="Qwen/Qwen2.5-14B-Instruct",
-        tp=4,
-        world_size=8,
-    )
-
-
-def qwen2_5_32b_midtrain() -> Config:
-    """Qwen2.5-32B-Instruct midtraining: TP8 × PP2 on 16 H100s (2 nodes)."""
-    return build_recipe(
-        "qwen2_5_32b_midtrain",
-        QWEN2_5_32B,
-        "midtrain",
-        hf_path="Qwen/Qwen2.5-32B-Instruct",
-        tp=8,
-        pp=2,
-        world_size=16,
-    )
-
-
-def qwen2_5_32b_sft() -> Config:
-    """Qwen2.5-32B-Instruct SFT/AFT on packed chats: TP8 × PP2 on 16 H100s (2 nodes)."""
-    return build_recipe(
-        "qwen2_5_32b_sft",
-        QWEN2_5_32B,
-        "sft",
-        hf_path="Qwen/Qwen2.5-32B-Instruct",
-        tp=8,
-        pp=2,
-        world_size=16,
-    )
-
-
-RECIPES: dict[str, Callable[[], Config]] = {
-    fn.__name__: fn
-    for fn in (
-        qwen2_5_7b_midtrain,
-        qwen2_5_7b_sft,
-        qwen2_5_14b_midtrain,
-        qwen2_5_14b_sft,
-        qwen2_5_32b_midtrain,
-        qwen2_5_32b_sft,
-    )
-}
+RECIPES = family_recipes({
+    "qwen2_5_7b": (QWEN2_5_7B, "Qwen/Qwen2.5-7B-Instruct", {"tp": 2, "world_size": 8}),
+    "qwen2_5_14b": (QWEN2_5_14B, "Qwen/Qwen2.5-14B-Instruct", {"tp": 4, "world_size": 8}),
+    "qwen2_5_32b": (QWEN2_5_32B, "Qwen/Qwen2.5-32B-Instruct",
+                    {"tp": 8, "pp": 2, "world_size": 16}),
+})

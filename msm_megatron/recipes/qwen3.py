@@ -13,10 +13,7 @@ three are untied; q/k RMSNorm; ``head_dim`` 128 ≠ hidden/heads for 14B and 32B
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from msm_megatron.config import Config
-from msm_megatron.recipes.stages import build_recipe
+from msm_megatron.recipes.stages import family_recipes
 
 _COMMON = {
     "model_type": "qwen3",
@@ -54,62 +51,8 @@ QWEN3_32B = {
 }
 
 
-def qwen3_8b_midtrain() -> Config:
-    """Qwen3-8B midtraining: TP2 × DP4 on 8 H100s."""
-    return build_recipe(
-        "qwen3_8b_midtrain", QWEN3_8B, "midtrain", hf_path="Qwen/Qwen3-8B", tp=2, world_size=8
-    )
-
-
-def qwen3_8b_sft() -> Config:
-    """Qwen3-8B SFT/AFT on packed chats: TP2 × DP4 on 8 H100s."""
-    return build_recipe(
-        "qwen3_8b_sft", QWEN3_8B, "sft", hf_path="Qwen/Qwen3-8B", tp=2, world_size=8
-    )
-
-
-def qwen3_14b_midtrain() -> Config:
-    """Qwen3-14B midtraining: TP4 × DP2 on 8 H100s."""
-    return build_recipe(
-        "qwen3_14b_midtrain", QWEN3_14B, "midtrain", hf_path="Qwen/Qwen3-14B", tp=4, world_size=8
-    )
-
-
-def qwen3_14b_sft() -> Config:
-    """Qwen3-14B SFT/AFT on packed chats: TP4 × DP2 on 8 H100s."""
-    return build_recipe(
-        "qwen3_14b_sft", QWEN3_14B, "sft", hf_path="Qwen/Qwen3-14B", tp=4, world_size=8
-    )
-
-
-def qwen3_32b_midtrain() -> Config:
-    """Qwen3-32B midtraining: TP8 × PP2 on 16 H100s (2 nodes)."""
-    return build_recipe(
-        "qwen3_32b_midtrain",
-        QWEN3_32B,
-        "midtrain",
-        hf_path="Qwen/Qwen3-32B",
-        tp=8,
-        pp=2,
-        world_size=16,
-    )
-
-
-def qwen3_32b_sft() -> Config:
-    """Qwen3-32B SFT/AFT on packed chats: TP8 × PP2 on 16 H100s (2 nodes)."""
-    return build_recipe(
-        "qwen3_32b_sft", QWEN3_32B, "sft", hf_path="Qwen/Qwen3-32B", tp=8, pp=2, world_size=16
-    )
-
-
-RECIPES: dict[str, Callable[[], Config]] = {
-    fn.__name__: fn
-    for fn in (
-        qwen3_8b_midtrain,
-        qwen3_8b_sft,
-        qwen3_14b_midtrain,
-        qwen3_14b_sft,
-        qwen3_32b_midtrain,
-        qwen3_32b_sft,
-    )
-}
+RECIPES = family_recipes({
+    "qwen3_8b": (QWEN3_8B, "Qwen/Qwen3-8B", {"tp": 2, "world_size": 8}),
+    "qwen3_14b": (QWEN3_14B, "Qwen/Qwen3-14B", {"tp": 4, "world_size": 8}),
+    "qwen3_32b": (QWEN3_32B, "Qwen/Qwen3-32B", {"tp": 8, "pp": 2, "world_size": 16}),
+})

@@ -22,6 +22,8 @@ efficiency and costs activation memory linearly.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Literal
 
 from msm_megatron.config import (
@@ -101,3 +103,26 @@ def build_recipe(
         ),
         checkpoint=CheckpointConfig(save_interval=st["save_interval"], keep_last=2),
     )
+
+
+def family_recipes(models: dict[str, tuple[dict, str, dict]]) -> dict[str, Callable[[], Config]]:
+    """``<model>_midtrain`` and ``<model>_sft`` recipe functions for each model of a family.
+
+    Args:
+        models: ``{model name: (shape dict, HF repo id, layout kwargs for build_recipe)}``, e.g.
+            ``{"qwen3_8b": (QWEN3_8B, "Qwen/Qwen3-8B", {"tp": 2, "world_size": 8})}``.
+    """
+    recipes: dict[str, Callable[[], Config]] = {}
+    for model, (shape, hf_path, layout) in models.items():
+        for stage in ("midtrain", "sft"):
+            name = f"{model}_{stage}"
+            recipe = functools.partial(build_recipe, name, shape, stage, hf_path=hf_path, **layout)
+            recipe.__doc__ = f"{hf_path} {stage}: {layout_text(layout)}."
+            recipes[name] = recipe
+    return recipes
+
+
+def layout_text(layout: dict) -> str:
+    """``tp 8 × pp 2 × dp 1 on 16 GPUs`` for a layout dict."""
+    tp, pp, world = layout["tp"], layout.get("pp", 1), layout["world_size"]
+    return f"tp {tp} × pp {pp} × dp {world // (tp * pp)} on {world} GPUs"

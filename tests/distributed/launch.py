@@ -1,8 +1,9 @@
 """The one helper that runs `msm train` on N CPU ranks (torchrun + gloo) for tests.
 
 The same tests run with NCCL on a GPU box: nothing here is CPU-specific except the environment.
-Runs start in their own session so that a test can SIGKILL a whole run (including the helper
-processes Megatron's checkpoint writer spawns) the way a scheduler would.
+Every run is tagged with a unique environment variable; when it ends, any process still carrying
+the tag (e.g. the multiprocessing manager Megatron's checkpoint writer spawns, which outlives a
+SIGKILLed rank) is killed — what a scheduler's job cleanup would do.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 from msm_megatron.distributed import free_port
@@ -39,9 +41,29 @@ def run_env(extra: dict | None = None) -> dict:
 def start(config: Path, overrides: list[str], nproc: int, log: Path,
           env: dict | None = None) -> subprocess.Popen:
     """Start a run in the background; stdout+stderr go to ``log``."""
+    tag = uuid.uuid4().hex
     handle = open(log, "w")
-    return subprocess.Popen(train_command(config, overrides, nproc), cwd=REPO, env=run_env(env),
-                            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(train_command(config, overrides, nproc), cwd=REPO,
+                            env=run_env({**(env or {}), RUN_TAG: tag}), stdout=handle,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc.run_tag = tag
+    return proc
+
+
+RUN_TAG = "MSM_TEST_RUN_TAG"
+
+
+def kill_tagged(tag: str) -> None:
+    """SIGKILL every process whose environment carries ``RUN_TAG=tag``."""
+    needle = f"{RUN_TAG}={tag}".encode()
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            if needle in (proc_dir / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> int:
@@ -53,6 +75,7 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        kill_tagged(proc.run_tag)
     return code
 
 
