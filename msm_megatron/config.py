@@ -34,6 +34,8 @@ class ModelConfig:
 
     ``arch`` is the HF ``model_type`` (``qwen3``, ``qwen2``, ``llama``). ``head_dim`` may differ
     from ``hidden_size / num_attention_heads`` (Qwen3). ``num_key_value_heads`` < heads is GQA.
+    ``rope_scaling_factor`` is Llama-3.1's "llama3" RoPE scaling (low/high frequency factors 1 and
+    4, original context 8192 — the values Megatron-Core implements); None means plain RoPE.
     """
 
     arch: Literal["qwen3", "qwen2", "llama"] = "qwen3"
@@ -46,6 +48,7 @@ class ModelConfig:
     head_dim: int | None = None
     max_position_embeddings: int = 40960
     rope_theta: float = 1_000_000.0
+    rope_scaling_factor: float | None = None
     rms_norm_eps: float = 1e-6
     tie_word_embeddings: bool = False
     qkv_bias: bool = False

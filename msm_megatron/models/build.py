@@ -125,6 +125,8 @@ def build_model_chunks(cfg: Config) -> list:
             post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp),
             share_embeddings_and_output_weights=cfg.model.tie_word_embeddings,
             position_embedding_type="rope", rotary_base=int(cfg.model.rope_theta),
+            rope_scaling=cfg.model.rope_scaling_factor is not None,
+            rope_scaling_factor=cfg.model.rope_scaling_factor or 8.0,
             parallel_output=True, vp_stage=vp,
         )
         if torch.cuda.is_available():

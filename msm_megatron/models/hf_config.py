@@ -7,7 +7,7 @@ arch      q/k norm    qkv bias   notes
 ========  ==========  =========  ==========================================================
 qwen3     yes         no         ``head_dim`` may differ from hidden/heads (32B: 128 ≠ 80)
 qwen2     no          yes        Qwen2 and Qwen2.5
-llama     no          no         Llama 3.x; ``rope_scaling`` (llama3) is not supported
+llama     no          no         Llama 3.x, incl. Llama-3.1's ``rope_scaling`` (llama3)
 ========  ==========  =========  ==========================================================
 
 Optional fields missing from a ``config.json`` take the defaults of the HF config class
@@ -105,25 +105,35 @@ def _model_type(hf: dict) -> str:
     return model_type
 
 
-def _rope_theta(hf: dict, model_type: str) -> Any:
-    """Read rope base from ``rope_theta`` or v5 ``rope_parameters``; reject scaled RoPE."""
-    scaling = hf.get("rope_scaling")
-    if scaling:
-        kind = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else None
-        if kind not in (None, "default"):
+# Llama-3.1 "llama3" RoPE scaling as Megatron-Core implements it (only the factor is a parameter).
+LLAMA3_ROPE_FIXED = {"low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192}
+
+
+def _rope_scaling_factor(hf: dict, model_type: str) -> float | None:
+    """The llama3 RoPE scaling factor from ``rope_scaling``/``rope_parameters`` (None: plain)."""
+    for field in ("rope_scaling", "rope_parameters"):
+        scaling = hf.get(field)
+        if not isinstance(scaling, dict):
+            continue
+        kind = scaling.get("rope_type", scaling.get("type", "default"))
+        if kind == "default":
+            continue
+        fixed_ok = all(float(scaling.get(k, v)) == v for k, v in LLAMA3_ROPE_FIXED.items())
+        if kind != "llama3" or model_type != "llama" or not fixed_ok:
             raise ConfigError(
-                f"HF field 'rope_scaling' (rope_type '{kind}') is not supported for {model_type}: "
-                "only plain RoPE is modelled; training without it would silently change the "
-                "model's positional encoding"
+                f"HF field '{field}' (rope_type '{kind}') is not supported for {model_type}: "
+                f"only plain RoPE and Llama-3.1's llama3 scaling with {LLAMA3_ROPE_FIXED} are "
+                "modelled; training without it would silently change the positional encoding"
             )
+        return float(scaling["factor"])
+    return None
+
+
+def _rope_theta(hf: dict, model_type: str) -> Any:
+    """Read rope base from ``rope_theta`` or v5 ``rope_parameters``."""
     params = hf.get("rope_parameters")
     if isinstance(params, dict):
-        kind = params.get("rope_type", "default")
-        if kind != "default":
-            raise ConfigError(
-                f"HF field 'rope_parameters.rope_type' = '{kind}' is not supported for "
-                f"{model_type}: only plain RoPE is modelled"
-            )
         if "rope_theta" in params and "rope_theta" not in hf:
             return params["rope_theta"]
     return hf.get("rope_theta", _HF_DEFAULTS[model_type]["rope_theta"])
@@ -189,6 +199,7 @@ def model_config_from_hf(hf: dict, hf_path: str | None = None) -> ModelConfig:
         kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]
     return ModelConfig(
         arch=model_type,
+        rope_scaling_factor=_rope_scaling_factor(hf, model_type),
         qkv_bias=_QKV_BIAS[model_type],
         qk_norm=_QK_NORM[model_type],
         hf_path=hf_path,
@@ -224,6 +235,9 @@ def hf_config_from_model(cfg: ModelConfig) -> dict:
         hf[key] = value
     hf["hidden_act"] = "silu"
     hf["rope_scaling"] = None
+    if cfg.rope_scaling_factor is not None:
+        hf["rope_scaling"] = {"rope_type": "llama3", "factor": cfg.rope_scaling_factor,
+                              **LLAMA3_ROPE_FIXED}
     if arch == "qwen2":
         hf["use_sliding_window"] = False
     else:

@@ -2,12 +2,9 @@
 
 Shape: hidden 4096, 32 layers, 32 heads, 8 KV heads, vocab 128256, rope base 500000, untied.
 
-**Caveat — RoPE scaling.** The real ``meta-llama/Llama-3.1-8B`` ``config.json`` has
-``rope_scaling`` of type ``llama3`` (factor 8), which changes the low RoPE frequencies at every
-sequence length. ``ModelConfig`` does not model it yet, so :func:`load_hf_config` refuses that
-file, and these recipes describe plain RoPE: they are right for shape/memory/throughput planning
-but fine-tuning a real Llama-3.1 checkpoint needs the scaling wired through (Megatron-Core's
-``rope_scaling``/``rope_scaling_factor``). The paper trained this model at sequence length 4096;
+RoPE: Llama-3.1's ``llama3`` scaling (factor 8, low/high frequency factors 1/4, original context
+8192) is part of the shape, as in the real ``config.json``; it maps to Megatron-Core's
+``rope_scaling``/``rope_scaling_factor``. The paper trained this model at sequence length 4096;
 pass ``data.seq_length=4096`` to match it.
 
 Layout: TP2 × DP4 on one 8×H100 node (as for Qwen3-8B).
@@ -28,6 +25,8 @@ LLAMA3_1_8B = {
     "head_dim": 128,
     "max_position_embeddings": 131072,
     "rope_theta": 500000.0,
+    "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                     "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
     "rms_norm_eps": 1e-5,
     "tie_word_embeddings": False,
     "initializer_range": 0.02,

@@ -74,7 +74,7 @@ ARCHS = {  # the toy shape as Qwen2/2.5 (QKV bias, no q/k norm, untied) and Llam
                "model.tie_word_embeddings=false", "model.head_dim=null"],
               [["parallel.tp=2"], ["parallel.pp=2"]]),
     "llama": (["model.arch=llama", "model.qk_norm=false", "model.tie_word_embeddings=false",
-               "model.rope_theta=500000"], [["parallel.tp=2"]]),
+               "model.rope_theta=500000", "model.rope_scaling_factor=8.0"], [["parallel.tp=2"]]),
 }
 
 

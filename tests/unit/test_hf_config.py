@@ -111,11 +111,18 @@ def test_optional_fields_take_hf_defaults():
     assert (m.rope_theta, m.rms_norm_eps, m.tie_word_embeddings) == (10000.0, 1e-6, False)
 
 
-def test_llama3_rope_scaling_is_refused_naming_the_field():
-    scaling = {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192}
+def test_llama3_rope_scaling_round_trips_and_odd_variants_are_refused():
+    m = model_config_from_hf(LLAMA3_1_8B)
+    assert m.rope_scaling_factor == 8.0
+    assert model_config_from_hf(hf_config_from_model(m)) == m
+    plain = {k: v for k, v in LLAMA3_1_8B.items() if k != "rope_scaling"}
+    assert model_config_from_hf(plain).rope_scaling_factor is None
+    odd = {**LLAMA3_1_8B["rope_scaling"], "high_freq_factor": 2.0}  # Megatron fixes it at 4
     with pytest.raises(ConfigError) as exc:
-        model_config_from_hf({**LLAMA3_1_8B, "rope_scaling": scaling})
+        model_config_from_hf({**LLAMA3_1_8B, "rope_scaling": odd})
     assert "rope_scaling" in str(exc.value) and "llama3" in str(exc.value)
+    with pytest.raises(ConfigError, match="qwen3"):
+        model_config_from_hf({**QWEN3_TOY, "rope_scaling": LLAMA3_1_8B["rope_scaling"]})
 
 
 def test_transformers_v5_rope_parameters_are_read():
