@@ -1,6 +1,8 @@
 """Training metrics: console progress, ``metrics.jsonl``, TensorBoard, optional W&B.
 
-Only global rank 0 writes. MFU = achieved model FLOP/s per GPU / ``log.peak_tflops`` (989 for an
+Only global rank 0 writes, once every ``log.interval`` steps (and at the last step): the loss is the
+mean over the interval's steps, lr and grad norm are the last step's, throughput is over the
+interval. MFU = achieved model FLOP/s per GPU / ``log.peak_tflops`` (989 for an
 H100 SXM, dense bf16), with model FLOPs per token from
 :func:`msm_megatron.flops.model_flops_per_token`
 (the 6·N + attention formula documented there; recompute FLOPs are not counted, as is usual).
@@ -35,6 +37,9 @@ class MetricsLogger:
         self.cfg, self.enabled = cfg, enabled
         self.flops_per_token, self.world_size = flops_per_token, world_size
         self._last_time = time.perf_counter()
+        self._pending: list[float] = []
+        self._timed_steps = 0
+        self.total_steps = total_steps
         self._tb = self._bar = self._wandb = None
         if not enabled:
             return
@@ -55,12 +60,19 @@ class MetricsLogger:
                              file=sys.stdout, dynamic_ncols=True)
 
     def step(self, step: int, loss: float, lr: float, grad_norm: float | None, tokens: int,
-             consumed_tokens: int, steps_since_log: int) -> dict:
-        """Record one optimizer step; returns the record (also on non-logging ranks)."""
+             consumed_tokens: int) -> dict | None:
+        """Record one optimizer step; returns the emitted record at interval ends, else None."""
+        self._pending.append(loss)
+        self._timed_steps += 1
+        if step % self.cfg.log.interval and step != self.total_steps:
+            return None
+        steps, loss = len(self._pending), sum(self._pending) / len(self._pending)
+        self._pending = []
         now = time.perf_counter()
         dt = max(now - self._last_time, 1e-9)
         self._last_time = now
-        tok_s = tokens * steps_since_log / dt
+        tok_s = tokens * max(self._timed_steps, 1) / dt
+        self._timed_steps = 0
         tflops = tok_s * self.flops_per_token / self.world_size / 1e12
         rec = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                "tokens_per_s": tok_s, "tflops_per_gpu": tflops,
@@ -75,7 +87,7 @@ class MetricsLogger:
                     self._tb.add_scalar(f"train/{key}", value, step)
         if self._wandb:
             self._wandb.log(rec, step=step)
-        self._show(rec, steps_since_log)
+        self._show(rec, steps)
         return rec
 
     def _show(self, rec: dict, steps: int) -> None:
@@ -90,8 +102,12 @@ class MetricsLogger:
             print(f"step {rec['step']} | {text}", flush=True)
 
     def restart_clock(self) -> None:
-        """Exclude time spent outside training steps (e.g. checkpoint saves) from throughput."""
+        """Exclude time spent outside training steps (e.g. checkpoint saves) from throughput.
+
+        The next record's throughput then covers only the steps after this call.
+        """
         self._last_time = time.perf_counter()
+        self._timed_steps = 0
 
     def message(self, text: str) -> None:
         """A line of text that does not break the progress bar."""

@@ -166,8 +166,10 @@ class Trainer:
                 state.iteration += 1
                 state.consumed_samples += cfg.train.global_batch_size
                 state.consumed_tokens += tokens_per_step
-                result.records.append(logger.step(state.iteration, loss, lr, grad_norm,
-                                                  tokens_per_step, state.consumed_tokens, 1))
+                record = logger.step(state.iteration, loss, lr, grad_norm, tokens_per_step,
+                                     state.consumed_tokens)
+                if record is not None:
+                    result.records.append(record)
                 if self.async_saves is not None:
                     self.async_saves.poll()
                 interval = cfg.checkpoint.save_interval

@@ -34,7 +34,7 @@ def toy_config(token_data, tmp_path_factory) -> Path:
     cfg = apply_overrides(get_recipe("qwen3_toy_midtrain"), [
         f"data.path={tokens}", f"model.vocab_size={vocab}", "data.seq_length=64",
         "train.micro_batch_size=2", "train.global_batch_size=8", "train.precision=fp32",
-        "train.steps=4", "log.progress_bar=false", "log.tensorboard=false",
+        "train.steps=4", "log.progress_bar=false", "log.tensorboard=false", "log.interval=1",
         "checkpoint.save_interval=null",
     ])
     path = tmp_path_factory.mktemp("cfg") / "toy.yaml"
