@@ -4,7 +4,7 @@ Examples::
 
     msm recipes                                           # list named recipes
     msm train qwen3_32b_midtrain --dry-run --world-size 16   # plan + memory estimate, no GPU
-    msm train qwen3_toy_midtrain data.path=runs/demo/data/tokens --nproc 2 parallel.tp=2
+    msm train qwen3_toy_midtrain data.path=runs/demo/data/demo_tokens --nproc 2 parallel.tp=2
     msm train runs/toy/config.yaml train.steps=100        # replay a saved run with overrides
     msm train qwen3_8b_midtrain --model-from-hf /models/Qwen3-8B --dry-run --world-size 8
     msm demo                                              # tokenizer + tokens + toy midtraining
@@ -16,6 +16,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from msm_megatron.config import Config, ConfigError, apply_overrides, load_yaml
@@ -40,13 +41,23 @@ def resolve_config(target: str, overrides: list[str], model_from_hf: str | None 
     return apply_overrides(cfg, overrides)
 
 
-def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
-    """Re-run this command under torchrun with ``nproc`` local ranks; returns its exit code."""
-    from msm_megatron.distributed import free_port
+def relaunch_with_torchrun(nproc: int, argv: list[str], run_dir: str | Path) -> int:
+    """Re-run this command under torchrun with ``nproc`` local ranks; returns its exit code.
 
+    torchrun turns any failing rank into exit 1, so a preemption stop (the ranks exit 75 after
+    saving) is recovered from the run's ``exit_status.json`` and passed on as 75.
+    """
+    from msm_megatron.distributed import free_port
+    from msm_megatron.train.preemption import REQUEUE_EXIT_CODE, read_exit_status
+
+    started = time.time()
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
            f"--master-port={free_port()}", "-m", "msm_megatron.cli", *argv]
-    return subprocess.call(cmd)
+    code = subprocess.call(cmd)
+    status = read_exit_status(run_dir)
+    if code != 0 and status and status["time"] >= started:
+        return REQUEUE_EXIT_CODE if status["exit_code"] == REQUEUE_EXIT_CODE else code
+    return code
 
 
 def _strip_nproc(argv: list[str]) -> list[str]:
@@ -72,7 +83,7 @@ def cmd_train(args, argv: list[str]) -> int:
         print(format_dry_run(cfg, world))
         return 0
     if args.nproc and "RANK" not in os.environ:
-        return relaunch_with_torchrun(args.nproc, _strip_nproc(argv))
+        return relaunch_with_torchrun(args.nproc, _strip_nproc(argv), cfg.train.run_dir)
     from msm_megatron.distributed import destroy_distributed
     from msm_megatron.train.trainer import Trainer
 
@@ -103,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train from a recipe or config.yaml")
     train.add_argument("config", help="recipe name (see `msm recipes`) or path to config.yaml")
-    train.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. train.lr=2e-5")
+    train.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. optim.lr=2e-5")
     train.add_argument("--dry-run", action="store_true", help="validate and print the plan only")
     train.add_argument("--world-size", type=int, help="world size for --dry-run")
     train.add_argument("--nproc", type=int, help="launch N local ranks with torchrun")
@@ -126,7 +137,14 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_third_party()
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may also follow options (`msm train X --nproc 2 parallel.tp=2`).
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args, argv)
     except ConfigError as exc:

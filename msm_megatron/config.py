@@ -3,7 +3,7 @@
 Every run is described by a :class:`Config`. Recipes (``msm_megatron.recipes``) are Python
 functions returning one; YAML is how runs are saved and replayed; overrides are dotlists::
 
-    msm train qwen3_toy_midtrain train.lr=2e-5 parallel.tp=2 --dry-run
+    msm train qwen3_toy_midtrain optim.lr=2e-5 parallel.tp=2 --dry-run
 
 Unknown keys are errors that name the key and suggest the closest valid one. Values are parsed
 with YAML rules (``1e-4`` → float, ``true`` → bool, ``null`` → None) and then checked against the
@@ -236,12 +236,12 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Return a new config with dotlist overrides (``train.lr=2e-5``) applied."""
+    """Return a new config with dotlist overrides (``optim.lr=2e-5``) applied."""
     data = to_dict(cfg)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(
-                f"override '{item}' must look like section.key=value (e.g. train.lr=2e-5)")
+                f"override '{item}' must look like section.key=value (e.g. optim.lr=2e-5)")
         dotted, raw = item.split("=", 1)
         parts = dotted.strip().split(".")
         node, cls = data, Config

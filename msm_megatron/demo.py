@@ -81,7 +81,7 @@ def run_demo(out_dir: Path, nproc: int = 1, overrides: list[str] | None = None) 
     if nproc > 1:
         from msm_megatron.cli import relaunch_with_torchrun
 
-        code = relaunch_with_torchrun(nproc, ["train", str(config_path)])
+        code = relaunch_with_torchrun(nproc, ["train", str(config_path)], cfg.train.run_dir)
     else:
         from msm_megatron.distributed import destroy_distributed
         from msm_megatron.train.trainer import Trainer

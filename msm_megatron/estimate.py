@@ -17,8 +17,10 @@ Assumptions (stated so the numbers can be checked and argued with):
   Transformer Models"), bytes per layer for a micro-batch of ``b`` sequences of ``s`` tokens,
   hidden ``h``, ``a`` heads, tensor parallel ``t``: ``s·b·h·(10 + 24/t + 5·a·s/(h·t))`` without
   sequence parallel, ``s·b·h·(34/t + 5·a·s/(h·t))`` with it. The ``5·a·s/h`` term is the
-  materialized attention matrix: it vanishes with flash attention (TE's fused kernels or our SDPA
-  path; assumed by default) and with selective recompute. Full recompute keeps only each layer's
+  materialized attention matrix: it vanishes with fused/flash attention (Transformer Engine's
+  kernels, assumed by default as on the NGC container) and with selective recompute. Megatron's
+  local spec without TE materializes it: pass ``flash_attention=False`` for that case. Full
+  recompute keeps only each layer's
   input (``2·s·b·h`` bytes, ÷ t with sequence parallel) plus the working set of one recomputed group
   of ``train.recompute_num_layers`` layers. The constants are for a GPT block with 2-byte
   activations; fp32 training doubles them. Context parallel divides ``s`` by cp.

@@ -2,7 +2,7 @@
 
 Pure arithmetic on :class:`~msm_megatron.config.ModelConfig`; no torch. The conventions follow
 Megatron-LM / PaLM-style MFU accounting so our MFU is comparable with the numbers quoted in
-``docs/anchors.md`` (Qwen3-32B: 2.18e11 FLOPs/token at seq 4096, 2.43e11 at 8192; Qwen2.5-32B
+public anchors (Qwen3-32B: 2.18e11 FLOPs/token at seq 4096, 2.43e11 at 8192; Qwen2.5-32B
 2.08e11 at 4096).
 """
 

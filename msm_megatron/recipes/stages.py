@@ -9,9 +9,11 @@ Stage defaults (full-parameter training on H100s):
   length 8192, bf16, AdamW lr 1e-5 → 1e-6 cosine with 5% warmup, weight decay 0.1, global batch
   64 sequences (64 × 8192 ≈ 0.52M tokens/step), budget 41M tokens (one epoch of the ≈41M-token
   philosophy-spec corpus, ≈79 steps).
-* ``sft`` — AFT / instruction tuning on packed chats (assistant-only loss): sequence length 8192
-  (packed), lr 1e-5 → 1e-6, global batch 32 (≈0.26M tokens/step), budget 7M tokens (≈5M no-CoT
-  AFT + ≈2M general instruction-tuning mix, see ``docs/msm-method.md``; ≈27 steps).
+* ``sft`` — AFT / instruction tuning on packed chats: sequence length 8192 (packed), lr 1e-5 →
+  1e-6, global batch 32 (≈0.26M tokens/step), budget 7M tokens (≈5M no-CoT AFT + ≈2M general
+  instruction-tuning mix, per the MSM paper; ≈27 steps). The assistant-only loss mask and chat
+  packing arrive with the data pipeline; until then these recipes size runs and train plain LM
+  loss on a token file.
 
 Both use the distributed optimizer (optimizer state sharded over data parallel ranks) with
 overlapped grad reduce and param gather, selective activation recompute (core attention), and

@@ -48,7 +48,7 @@ def qwen3_toy_midtrain() -> Config:
         name="qwen3_toy_midtrain",
         model=model_config_from_hf(QWEN3_TOY),
         parallel=ParallelConfig(),
-        data=DataConfig(path="examples/data/demo_tokens", seq_length=128),
+        data=DataConfig(path="runs/demo/data/demo_tokens", seq_length=128),
         optim=OptimConfig(lr=3e-3, min_lr=3e-4, warmup_fraction=0.1, decay_style="cosine"),
         train=TrainConfig(
             micro_batch_size=4,

@@ -3,7 +3,7 @@
 Layout (readable by Megatron tools)::
 
     <run_dir>/checkpoints/
-        iter_0000020/                        torch_dist shards + common.pt + metadata.json
+        iter_0000020/                        torch_dist shards (*.distcp, .metadata) + metadata.json
             msm_meta.json                    versions, layout, data position, config
         latest_checkpointed_iteration.txt    written last, atomically
 
@@ -141,7 +141,8 @@ def _publish(root: Path, iteration: int, keep_last: int | None) -> None:
     tmp.write_text(str(iteration))
     os.replace(tmp, root / LATEST)
     if keep_last:
-        done = sorted(p for p in root.glob("iter_*") if (p / META).exists())
+        done = sorted(p for p in root.glob("iter_*")
+                      if (p / META).exists() and p.name <= iter_dir(root, iteration).name)
         for old in done[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -236,6 +237,22 @@ def load(cfg: Config, chunks, optimizer, scheduler, path: Path) -> TrainState:
     if same_layout:
         _restore_rng(loaded["rng_state"])
     return TrainState(**loaded["train_state"])
+
+
+def schedule_changes(path: Path, cfg: Config, total_steps: int) -> list[str]:
+    """Human-readable notes on schedule settings that differ from the checkpoint's run."""
+    saved = json.loads((Path(path) / META).read_text())["config"]
+    notes = []
+    for key in ("lr", "min_lr", "warmup_fraction", "warmup_steps", "decay_style", "weight_decay"):
+        if saved["optim"].get(key) != getattr(cfg.optim, key):
+            notes.append(f"optim.{key}: {saved['optim'].get(key)} -> {getattr(cfg.optim, key)}")
+    for key in ("steps", "tokens"):
+        if saved["train"].get(key) != getattr(cfg.train, key):
+            notes.append(f"train.{key}: {saved['train'].get(key)} -> {getattr(cfg.train, key)}")
+    if not notes:
+        return []
+    return [f"resuming with a changed schedule ({'; '.join(notes)}); the LR schedule follows the "
+            f"current config over {total_steps} steps"]
 
 
 def _check_optimizer_format(meta: dict, cfg: Config, path: Path) -> None:

@@ -1,8 +1,9 @@
 """Megatron optimizer (AdamW, optional distributed optimizer) and LR/WD schedule.
 
 The schedule is Megatron's ``OptimizerParamScheduler`` counted in optimizer steps: linear warmup
-from 0 to ``optim.lr`` over ``warmup_steps`` (or ``warmup_fraction`` of the run), then cosine /
-linear decay to ``optim.min_lr`` at the last step (or constant). Its state is checkpointed.
+from 0 to ``optim.lr`` over ``warmup_steps`` (or ``warmup_fraction`` of the run, capped below the
+run length), then cosine / linear decay to ``optim.min_lr`` at the last step (or constant). Its
+step counter is checkpointed; its settings always come from the current config.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def warmup_steps(cfg: Config, total_steps: int) -> int:
     """Warmup length in optimizer steps."""
     if cfg.optim.warmup_steps is not None:
         return cfg.optim.warmup_steps
-    return int(math.ceil(cfg.optim.warmup_fraction * total_steps))
+    return min(int(math.ceil(cfg.optim.warmup_fraction * total_steps)), max(total_steps - 1, 0))
 
 
 def build_scheduler(cfg: Config, optimizer, total_steps: int):
@@ -47,4 +48,7 @@ def build_scheduler(cfg: Config, optimizer, total_steps: int):
         lr_warmup_steps=warmup_steps(cfg, total_steps), lr_decay_steps=max(total_steps, 1),
         lr_decay_style=o.decay_style, start_wd=o.weight_decay, end_wd=o.weight_decay,
         wd_incr_steps=max(total_steps, 1), wd_incr_style="constant",
+        # The config is the source of truth on resume (Megatron's default silently keeps the
+        # checkpoint's lr/warmup/decay length); the trainer reports what changed.
+        override_opt_param_scheduler=True, use_checkpoint_opt_param_scheduler=False,
     )

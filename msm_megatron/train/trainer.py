@@ -24,7 +24,11 @@ from msm_megatron.models.build import build_model_chunks
 from msm_megatron.train import checkpoint as ckpt
 from msm_megatron.train.metrics import MetricsLogger
 from msm_megatron.train.optim import build_optimizer, build_scheduler
-from msm_megatron.train.preemption import REQUEUE_EXIT_CODE, PreemptionHandler
+from msm_megatron.train.preemption import (
+    REQUEUE_EXIT_CODE,
+    PreemptionHandler,
+    write_exit_status,
+)
 from msm_megatron.train.step import batch_iterator, forward_step
 from msm_megatron.validate import derive_layout, validate
 
@@ -95,8 +99,14 @@ class Trainer:
     def __init__(self, cfg: Config):
         launch = read_launch_env()
         validate(cfg, launch.world_size, te_available())  # before any process group exists
+        if cfg.parallel.cp > 1:
+            raise ConfigError(
+                f"parallel.cp={cfg.parallel.cp}: the trainer does not split sequences across "
+                "context-parallel ranks yet (it comes with the TE/THD attention path); set "
+                "parallel.cp=1. --dry-run still plans cp layouts.")
         if cfg.data.path is None:
-            raise ConfigError("data.path is not set: point it at a token file (see `msm data`)")
+            raise ConfigError("data.path is not set: point it at a token file (`msm demo` writes "
+                              "runs/demo/data/demo_tokens; see msm_megatron.data.token_file)")
         self.cfg = cfg
         self.layout = derive_layout(cfg, launch.world_size)
         torch.manual_seed(cfg.train.seed)
@@ -111,15 +121,22 @@ class Trainer:
         from msm_megatron.data.token_file import TokenDataset
 
         self.dataset = TokenDataset(cfg.data.path, cfg.data.seq_length, cfg.data.seed)
+        self.notes: list[str] = []
         self.state = self._restore()
         self._last_saved = self.state.iteration
         self.async_saves = ckpt.AsyncSaves() if cfg.checkpoint.async_save else None
 
     def _restore(self) -> ckpt.TrainState:
-        latest = ckpt.latest_iteration(self.ckpt_root) if self.cfg.checkpoint.resume else None
+        latest = ckpt.latest_iteration(self.ckpt_root)
+        if latest is not None and not self.cfg.checkpoint.resume:
+            raise ConfigError(
+                f"{self.ckpt_root} already holds checkpoints (latest iteration {latest}) and "
+                "checkpoint.resume=false: use a fresh train.run_dir (checkpoint.load=<dir> to "
+                "start from those weights) or checkpoint.resume=true to continue that run")
         if latest is not None:
-            return ckpt.load(self.cfg, self.chunks, self.optimizer, self.scheduler,
-                             ckpt.iter_dir(self.ckpt_root, latest))
+            path = ckpt.iter_dir(self.ckpt_root, latest)
+            self.notes += ckpt.schedule_changes(path, self.cfg, self.total_steps)
+            return ckpt.load(self.cfg, self.chunks, self.optimizer, self.scheduler, path)
         if self.cfg.checkpoint.load:
             source = Path(self.cfg.checkpoint.load)
             found = ckpt.latest_iteration(source)
@@ -159,6 +176,8 @@ class Trainer:
                                dist.get_world_size(), enabled=rank0)
         signals = PreemptionHandler(cfg.checkpoint.exit_signals)
         logger.message(self._banner())
+        for note in self.notes:
+            logger.message(note)
         tokens_per_step = self.layout["tokens_per_step"]
         try:
             while state.iteration < self.total_steps:
@@ -193,6 +212,8 @@ class Trainer:
             signals.close()
             logger.close()
         result.state = state
+        if rank0:
+            write_exit_status(self.run_dir, result.exit_code, result.stopped_by, state.iteration)
         return result
 
     def _banner(self) -> str:

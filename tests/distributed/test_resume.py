@@ -137,3 +137,21 @@ def test_preemption_signal_saves_and_exits_for_requeue(toy_config, tmp_path):
     assert finish(proc, timeout=120) == 75
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps[stopped_at] == stopped_at + 1
+
+
+def test_resume_with_longer_schedule_follows_new_config(toy_config, tmp_path):
+    """Changing train.steps on resume is reported and the LR follows the new schedule."""
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    train(toy_config, [f"train.run_dir={ref}", "train.steps=8"], 0, tmp_path / "ref.log")
+    train(toy_config, [f"train.run_dir={run}", *RUN], 0, tmp_path / "a.log",
+          env={"MSM_FAULT_KILL": "after_save:4"}, expect=None)
+    log = tmp_path / "b.log"
+    train(toy_config, [f"train.run_dir={run}", "train.steps=8", "checkpoint.save_interval=2"], 0,
+          log)
+    assert "resuming with a changed schedule (train.steps: 6 -> 8)" in log.read_text()
+    got, want = metrics(run), metrics(ref)
+    assert [got[s]["lr"] for s in range(5, 9)] == [want[s]["lr"] for s in range(5, 9)]
+    # A reused run dir with resume disabled is refused instead of mixing two runs' checkpoints.
+    code = train(toy_config, [f"train.run_dir={run}", "checkpoint.resume=false"], 0,
+                 tmp_path / "c.log", expect=2)
+    assert code == 2 and "already holds checkpoints" in (tmp_path / "c.log").read_text()

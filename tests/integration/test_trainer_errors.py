@@ -85,3 +85,14 @@ def test_cli_model_from_hf_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**hf, "model_type": "gpt2"}))
     bad = msm("train", "qwen3_toy_midtrain", "--model-from-hf", str(tmp_path), "--dry-run")
     assert bad.returncode == 2 and "config.json" in bad.stderr and "gpt2" in bad.stderr
+
+
+def test_trainer_refuses_context_parallel(monkeypatch):
+    from msm_megatron.train import trainer
+
+    monkeypatch.setattr(trainer, "te_available", lambda: True)  # even where TE exists
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="context-parallel"):
+        trainer.Trainer(toy("parallel.cp=2", "train.precision=bf16"))
+    assert not dist.is_initialized()
