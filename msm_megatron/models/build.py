@@ -96,12 +96,20 @@ def transformer_config(cfg: Config):
 
 
 def layer_spec(cfg: Config):
-    """The transformer-layer spec: TE when available (and allowed), local otherwise."""
+    """The transformer-layer spec: TE when available (and allowed), local otherwise.
+
+    The local spec's core attention is :class:`~msm_megatron.models.attention.
+    PackedDotProductAttention` (Megatron's, plus THD packed sequences).
+    """
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     if use_te_spec(cfg):
         return specs.get_gpt_layer_with_transformer_engine_spec(qk_layernorm=cfg.model.qk_norm)
-    return specs.get_gpt_layer_local_spec(qk_layernorm=cfg.model.qk_norm, normalization="RMSNorm")
+    from msm_megatron.models.attention import PackedDotProductAttention
+
+    spec = specs.get_gpt_layer_local_spec(qk_layernorm=cfg.model.qk_norm, normalization="RMSNorm")
+    spec.submodules.self_attention.submodules.core_attention = PackedDotProductAttention
+    return spec
 
 
 def build_model_chunks(cfg: Config) -> list:

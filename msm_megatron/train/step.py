@@ -47,6 +47,28 @@ def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
     return loss_sum, num_tokens, {"lm loss": report}
 
 
+def packed_seq_params(batch: dict):
+    """THD ``PackedSeqParams`` for a packed micro-batch (one row; ``cu_seqlens`` present), else None.
+
+    Every pipeline stage builds them from its own copy of the micro-batch, so the sequence
+    boundaries reach all stages (the bug class behind Megatron-Bridge #2952 cannot occur).
+    Positions past the last boundary (padding) become one more sequence of their own.
+    """
+    if "cu_seqlens" not in batch:
+        return None
+    from megatron.core.packed_seq_params import PackedSeqParams
+
+    tokens = batch["tokens"]
+    if tokens.shape[0] != 1:
+        raise ValueError("packed (THD) micro-batches hold one row: set train.micro_batch_size=1")
+    cu = batch["cu_seqlens"].reshape(-1).to(torch.int32)
+    if int(cu[-1]) < tokens.shape[1]:
+        cu = torch.cat([cu, cu.new_tensor([tokens.shape[1]])])
+    longest = int(torch.diff(cu).max())
+    return PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu,
+                           max_seqlen_q=longest, max_seqlen_kv=longest)
+
+
 def forward_step(data_iterator, model):
     """Megatron ``forward_step_func``: one micro-batch through one model chunk."""
     batch = next(data_iterator)
@@ -55,5 +77,6 @@ def forward_step(data_iterator, model):
     if position_ids is None:
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         position_ids = positions.unsqueeze(0).expand_as(tokens)
-    output = model(tokens, position_ids, None, labels=batch["labels"])
+    output = model(tokens, position_ids, None, labels=batch["labels"],
+                   packed_seq_params=packed_seq_params(batch))
     return output, partial(loss_func, batch["loss_mask"])

@@ -96,7 +96,15 @@ def _reduce_loss(losses: list[dict]) -> float:
 class Trainer:
     """Builds everything for a :class:`Config` and runs the loop."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, dataset=None):
+        """Validate, build process groups, model, optimizer; restore from a checkpoint.
+
+        Args:
+            cfg: the run's config.
+            dataset: an object with ``batch(sample_indices) -> dict of tensors`` (tokens,
+                labels, loss_mask; optionally position_ids and cu_seqlens for packed rows) to
+                use instead of the token file at ``data.path``.
+        """
         launch = read_launch_env()
         validate(cfg, launch.world_size, te_available())  # before any process group exists
         if cfg.parallel.cp > 1:
@@ -104,7 +112,7 @@ class Trainer:
                 f"parallel.cp={cfg.parallel.cp}: the trainer does not split sequences across "
                 "context-parallel ranks yet (it comes with the TE/THD attention path); set "
                 "parallel.cp=1. --dry-run still plans cp layouts.")
-        if cfg.data.path is None:
+        if cfg.data.path is None and dataset is None:
             raise ConfigError("data.path is not set: point it at a token file (`msm demo` writes "
                               "runs/demo/data/demo_tokens; see msm_megatron.data.token_file)")
         self.cfg = cfg
@@ -120,7 +128,7 @@ class Trainer:
         _install_schedule_hooks(cfg, self.chunks, self.optimizer)
         from msm_megatron.data.token_file import TokenDataset
 
-        self.dataset = TokenDataset(cfg.data.path, cfg.data.seq_length, cfg.data.seed)
+        self.dataset = dataset or TokenDataset(cfg.data.path, cfg.data.seq_length, cfg.data.seed)
         self.notes: list[str] = []
         self.state = self._restore()
         self._last_saved = self.state.iteration
