@@ -48,7 +48,7 @@ def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
 
 
 def packed_seq_params(batch: dict):
-    """THD ``PackedSeqParams`` for a packed micro-batch (one row; ``cu_seqlens`` present), else None.
+    """THD ``PackedSeqParams`` for a packed micro-batch (one row with ``cu_seqlens``), else None.
 
     Every pipeline stage builds them from its own copy of the micro-batch, so the sequence
     boundaries reach all stages (the bug class behind Megatron-Bridge #2952 cannot occur).
