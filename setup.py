@@ -35,6 +35,7 @@ setup(
         "gen": ["httpx"],
         "eval": ["transformers", "safetensors"],
         "wandb": ["wandb"],
+        "bench": ["trl>=1.16,<1.17"],
     },
     entry_points={"console_scripts": ["msm=msm_megatron.cli:main"]},
 )
