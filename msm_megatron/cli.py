@@ -4,9 +4,11 @@ Examples::
 
     msm recipes                                           # list named recipes
     msm train qwen3_32b_midtrain --dry-run --world-size 16   # plan + memory estimate, no GPU
-    msm train qwen3_toy_midtrain data.path=runs/demo/data/demo_tokens --nproc 2 parallel.tp=2
+    msm train qwen3_toy_midtrain --nproc 2 parallel.tp=2      # after `msm demo` prepared data
     msm train runs/toy/config.yaml train.steps=100        # replay a saved run with overrides
     msm train qwen3_8b_midtrain --model-from-hf /models/Qwen3-8B --dry-run --world-size 8
+    msm data prepare corpus.jsonl --tokenizer /models/Qwen3-8B --out runs/data/msm
+    msm data prepare chats.jsonl --kind chats --tokenizer /models/Qwen3-8B --out runs/data/aft
     msm demo                                              # tokenizer + tokens + toy midtraining
 """
 
@@ -102,6 +104,26 @@ def cmd_recipes(args, argv: list[str]) -> int:
     return 0
 
 
+def cmd_data_prepare(args, argv: list[str]) -> int:
+    from msm_megatron.data.prepare import DataError, prepare_jsonl
+    from msm_megatron.data.tokenizers import load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    try:
+        stats = prepare_jsonl([Path(p) for p in args.inputs], tokenizer, Path(args.out),
+                              kind=args.kind, text_field=args.text_field, workers=args.workers,
+                              skip_bad=args.skip_bad, keep_think=not args.no_think)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    verb = "reused" if stats.get("reused") else "wrote"
+    skipped = stats["skipped_total"]
+    note = f", {skipped} bad lines skipped" if skipped else ""
+    print(f"{verb} {args.out}.bin/.idx: {stats['documents']} {args.kind}, {stats['tokens']} "
+          f"tokens{note}; stats {args.out}.stats.json")
+    return 0
+
+
 def cmd_demo(args, argv: list[str]) -> int:
     from msm_megatron.demo import run_demo
 
@@ -123,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
     recipes = sub.add_parser("recipes", help="list named recipes")
     recipes.set_defaults(func=cmd_recipes)
+    data = sub.add_parser("data", help="training data").add_subparsers(dest="data_command",
+                                                                          required=True)
+    prep = data.add_parser("prepare", help="JSONL -> Megatron indexed dataset (+ loss masks)")
+    prep.add_argument("inputs", nargs="+", help="JSONL files ({'text'} or {'messages'} lines)")
+    prep.add_argument("--tokenizer", required=True,
+                      help="HF tokenizer directory or SentencePiece .model")
+    prep.add_argument("--out", required=True, help="output prefix (writes PREFIX.bin/.idx ...)")
+    prep.add_argument("--kind", choices=["documents", "chats"], default="documents")
+    prep.add_argument("--text-field", default="text", help="document text field")
+    prep.add_argument("--workers", type=int, default=2, help="tokenizer processes")
+    prep.add_argument("--skip-bad", action="store_true", help="skip and count bad lines")
+    prep.add_argument("--no-think", action="store_true",
+                      help="chats: strip <think>...</think> (the CoT-stripped variant)")
+    prep.set_defaults(func=cmd_data_prepare)
     demo = sub.add_parser("demo", help="CPU demo: tokenizer, token file, toy Qwen3 midtraining")
     demo.add_argument("overrides", nargs="*", help="dotlist overrides for the toy recipe")
     demo.add_argument("--out", default="runs/demo", help="output directory")

@@ -81,9 +81,14 @@ class ParallelConfig:
 
 @dataclass(kw_only=True, slots=True)
 class DataConfig:
-    """Training data. ``path`` is a token file written by :mod:`msm_megatron.data.token_file`."""
+    """Training data: ``msm data prepare`` outputs (``prepared`` prefixes, blended by ``weights``)
+    turned into samples by ``mode`` (``concat``: Megatron concat-and-split; ``packed``: document-
+    aware THD rows packed by ``packing``)."""
 
-    path: str | None = None
+    prepared: list[str] = field(default_factory=list)
+    weights: list[float] | None = None
+    mode: Literal["concat", "packed"] = "concat"
+    packing: Literal["bfd", "ffd"] = "bfd"
     seq_length: int = 4096
     seed: int = 1234
 

@@ -1,12 +1,19 @@
-"""The CPU demo: tokenizer → token file → toy Qwen3 midtraining on Megatron-Core.
+"""The CPU demo: tokenizer → `msm data prepare` → toy Qwen3 midtraining → packed SFT.
 
 Run::
 
     msm demo                              # one process
     msm demo --nproc 2 parallel.tp=2      # two ranks, tensor parallel, via torchrun
 
-Every step is resumable: the tokenizer and token file are reused when present, and training
-resumes from the latest checkpoint under ``<out>/train/checkpoints``.
+1. trains a tiny Qwen-like BPE tokenizer with a ChatML/Qwen3-style chat template on the demo
+   corpus (:mod:`msm_megatron.data.toy_tokenizer`);
+2. prepares the corpus (documents) and the example AFT + instruction chats (with assistant-only
+   loss masks) as Megatron indexed datasets;
+3. midtrains the toy Qwen3 on the corpus (concat-and-split sequences, LM loss);
+4. fine-tunes it on the chats from the midtraining weights (packed THD rows, assistant-only loss).
+
+Every step is resumable: the tokenizer and datasets are reused when present, and each training
+stage resumes from its latest checkpoint.
 """
 
 from __future__ import annotations
@@ -14,33 +21,36 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from msm_megatron.config import apply_overrides, save_yaml
+from msm_megatron.config import Config, apply_overrides, save_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "examples" / "corpus" / "demo_corpus.jsonl"
+CHATS = [REPO / "examples" / "chats" / "aft_demo.jsonl",
+         REPO / "examples" / "chats" / "it_mix_demo.jsonl"]
 
 
-def prepare_demo_data(out_dir: Path, vocab_size: int = 2048) -> tuple[Path, int]:
-    """Train the SentencePiece tokenizer and write the token file (skipped when present)."""
-    from msm_megatron.data.spm import SentencePieceTokenizer, train_sentencepiece
-    from msm_megatron.data.token_file import tokenize_jsonl_to_token_file
+def prepare_demo_data(out_dir: Path) -> tuple[Path, Path, int]:
+    """Tokenizer + prepared corpus and chats under ``out_dir`` (reused when present)."""
+    from msm_megatron.data.prepare import prepare_jsonl
+    from msm_megatron.data.tokenizers import load_tokenizer
+    from msm_megatron.data.toy_tokenizer import build_hf_tokenizer
 
-    model = out_dir / "tokenizer" / "spm.model"
-    if not model.exists():
-        print(f"[demo] training a SentencePiece tokenizer (vocab {vocab_size}) on {CORPUS.name}")
-        model.parent.mkdir(parents=True, exist_ok=True)
-        train_sentencepiece(CORPUS, model.with_suffix(""), vocab_size=vocab_size)
-    tokenizer = SentencePieceTokenizer(model)
-    tokens = out_dir / "data" / "demo_tokens"
-    if not tokens.with_suffix(".json").exists():
-        print(f"[demo] tokenizing {CORPUS.name} -> {tokens}.bin")
-        tokens.parent.mkdir(parents=True, exist_ok=True)
-        tokenize_jsonl_to_token_file(CORPUS, tokenizer, tokens)
-    return tokens, tokenizer.vocab_size
+    tok_dir = out_dir / "tokenizer"
+    if not (tok_dir / "tokenizer.json").exists():
+        print(f"[demo] training a Qwen-style BPE tokenizer with a chat template -> {tok_dir}")
+        build_hf_tokenizer(tok_dir, template="qwen3", vocab_size=2000, docs=10_000)
+    tokenizer = load_tokenizer(tok_dir)
+    corpus, chats = out_dir / "data" / "corpus", out_dir / "data" / "chats"
+    corpus.parent.mkdir(parents=True, exist_ok=True)
+    for inputs, prefix, kind in (([CORPUS], corpus, "documents"), (CHATS, chats, "chats")):
+        stats = prepare_jsonl(inputs, tokenizer, prefix, kind=kind)
+        print(f"[demo] {prefix}: {stats['documents']} {kind}, {stats['tokens']} tokens"
+              + (" (reused)" if stats.get("reused") else ""))
+    return corpus, chats, tokenizer.vocab_size
 
 
-def plot_loss(metrics_path: Path, out_png: Path) -> Path | None:
-    """Loss curve of a run as a PNG (None when matplotlib is missing or nothing was logged)."""
+def plot_losses(runs: dict[str, Path], out_png: Path) -> Path | None:
+    """Loss curves of the demo's stages as one PNG (None when matplotlib is missing)."""
     try:
         import matplotlib
 
@@ -48,58 +58,73 @@ def plot_loss(metrics_path: Path, out_png: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    records = {}
-    for line in metrics_path.read_text().splitlines():
-        rec = json.loads(line)
-        records[rec["step"]] = rec["loss"]  # a resumed run re-logs steps: keep the latest
-    if not records:
-        return None
-    steps = sorted(records)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, [records[s] for s in steps])
-    ax.set(xlabel="step", ylabel="LM loss", title="toy Qwen3 midtraining (CPU demo)")
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.5))
+    for ax, (title, run_dir) in zip(axes, runs.items(), strict=True):
+        records = _records(run_dir)
+        steps = sorted(records)
+        ax.plot(steps, [records[s]["loss"] for s in steps])
+        ax.set(xlabel="step", ylabel="loss", title=title)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
     return out_png
 
 
-def run_demo(out_dir: Path, nproc: int = 1, overrides: list[str] | None = None) -> int:
-    """Prepare data and midtrain the toy Qwen3; returns the training exit code."""
-    from msm_megatron.recipes import get_recipe
+def _records(run_dir: Path) -> dict[int, dict]:
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        out[rec["step"]] = rec  # a resumed run re-logs steps: keep the latest
+    return out
 
-    out_dir = Path(out_dir)
-    tokens, vocab = prepare_demo_data(out_dir)
-    cfg = apply_overrides(get_recipe("qwen3_toy_midtrain"), [
-        f"data.path={tokens}", f"train.run_dir={out_dir / 'train'}", f"model.vocab_size={vocab}",
-        *(overrides or []),
-    ])
-    config_path = out_dir / "train_config.yaml"
+
+def _train(cfg: Config, config_path: Path, nproc: int) -> int:
     save_yaml(cfg, config_path)
-    print(f"[demo] midtraining {cfg.name} ({nproc} rank(s)); config {config_path}")
+    print(f"[demo] {cfg.name} ({nproc} rank(s)); config {config_path}")
     if nproc > 1:
         from msm_megatron.cli import relaunch_with_torchrun
 
-        code = relaunch_with_torchrun(nproc, ["train", str(config_path)], cfg.train.run_dir)
-    else:
-        from msm_megatron.distributed import destroy_distributed
-        from msm_megatron.train.trainer import Trainer
+        return relaunch_with_torchrun(nproc, ["train", str(config_path)], cfg.train.run_dir)
+    from msm_megatron.distributed import destroy_distributed
+    from msm_megatron.train.trainer import Trainer
 
-        try:
-            code = Trainer(cfg).fit().exit_code
-        finally:
-            destroy_distributed()
-    _summarize(Path(cfg.train.run_dir))
+    try:
+        return Trainer(cfg).fit().exit_code
+    finally:
+        destroy_distributed()
+
+
+def run_demo(out_dir: Path, nproc: int = 1, overrides: list[str] | None = None) -> int:
+    """Prepare data, midtrain, then SFT the toy Qwen3; returns the first non-zero exit code."""
+    from msm_megatron.recipes import get_recipe
+
+    out_dir = Path(out_dir)
+    corpus, chats, vocab = prepare_demo_data(out_dir)
+    mid_dir, sft_dir = out_dir / "midtrain", out_dir / "sft"
+    common = [f"model.vocab_size={vocab}", *(overrides or [])]
+    mid = apply_overrides(get_recipe("qwen3_toy_midtrain"), [
+        f"data.prepared=[{corpus}]", f"train.run_dir={mid_dir}", *common])
+    code = _train(mid, out_dir / "midtrain_config.yaml", nproc)
+    if code:
+        return code
+    sft = apply_overrides(get_recipe("qwen3_toy_sft"), [
+        f"data.prepared=[{chats}]", f"train.run_dir={sft_dir}",
+        f"checkpoint.load={mid_dir / 'checkpoints'}", *common])
+    code = _train(sft, out_dir / "sft_config.yaml", nproc)
+    _summarize({"midtraining (LM loss)": mid_dir, "SFT (packed, assistant-only)": sft_dir},
+               out_dir / "loss.png")
     return code
 
 
-def _summarize(run_dir: Path) -> None:
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.exists():
-        return
-    lines = [json.loads(x) for x in metrics.read_text().splitlines()]
-    png = plot_loss(metrics, run_dir / "loss.png")
-    print(f"[demo] loss {lines[0]['loss']:.3f} (step {lines[0]['step']}) -> "
-          f"{lines[-1]['loss']:.3f} (step {lines[-1]['step']}); checkpoints in "
-          f"{run_dir / 'checkpoints'}" + (f"; loss curve {png}" if png else ""))
+def _summarize(runs: dict[str, Path], png_path: Path) -> None:
+    for title, run_dir in runs.items():
+        if not (run_dir / "metrics.jsonl").exists():
+            return
+        records = _records(run_dir)
+        first, last = min(records), max(records)
+        print(f"[demo] {title}: loss {records[first]['loss']:.3f} (step {first}) -> "
+              f"{records[last]['loss']:.3f} (step {last}); checkpoints {run_dir / 'checkpoints'}")
+    png = plot_losses(runs, png_path)
+    if png:
+        print(f"[demo] loss curves: {png}")

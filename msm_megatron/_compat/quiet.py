@@ -2,7 +2,8 @@
 
 Megatron-Core 0.19 warns, on every start, that apex/TE are missing (expected on CPU), that
 ``GPTModel`` is deprecated in favour of ``HybridModel``, that its own sync save goes through its
-deprecated async writer, and that the rerun state machine was initialised implicitly. Set
+deprecated async writer, and that the rerun state machine was initialised implicitly; its
+checkpoint loader triggers torch.distributed.checkpoint deprecation warnings. Set
 ``MSM_VERBOSE=1`` to see everything.
 """
 
@@ -19,4 +20,7 @@ def quiet_third_party() -> None:
         return
     warnings.filterwarnings("ignore", module=r"megatron(\..*)?$")
     warnings.filterwarnings("ignore", message=r".*(Apex|Transformer Engine).*not installed")
+    # torch.distributed.checkpoint warnings triggered by Megatron's checkpoint loader
+    warnings.filterwarnings("ignore", module=r"torch\.distributed\.checkpoint(\..*)?$")
+    warnings.filterwarnings("ignore", message=r".*deprecating ShardedTensor.*")
     logging.getLogger("megatron").setLevel(logging.ERROR)

@@ -74,7 +74,7 @@ def build_recipe(
         seq_length: Training sequence length.
 
     Returns:
-        A fresh :class:`Config`; ``data.path`` is left unset (pass ``data.path=…``).
+        A fresh :class:`Config`; ``data.prepared`` is left empty (pass ``data.prepared=[…]``).
     """
     if stage not in _STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(_STAGES)}")

@@ -1,13 +1,14 @@
 """A tiny Qwen3 for the CPU demo and tests: trains in seconds, exercises Qwen3's quirks.
 
 ``head_dim`` 32 ≠ hidden/heads (64/4 = 16), GQA (4 heads, 2 KV heads), q/k norm and tied
-embeddings. The vocabulary (2048) matches the demo's SentencePiece tokenizer, and ``data.path``
-is where the demo writes its token file. The shape divides for TP ≤ 2 and PP ∈ {1, 2, 4}, so the
-same recipe runs the CPU parallelism checks (e.g. ``parallel.tp=2 parallel.pp=2`` on 4 ranks).
+embeddings. The demo overrides the vocabulary with its tokenizer's; ``data.prepared`` points at
+where ``msm demo`` writes its prepared datasets. The shape divides for TP ≤ 2 and PP ∈ {1, 2, 4},
+so the same recipes run the CPU parallelism checks (e.g. ``parallel.tp=2 parallel.pp=2``).
 
-Run::
+Run (after ``msm demo`` prepared the data)::
 
     msm train qwen3_toy_midtrain
+    msm train qwen3_toy_sft checkpoint.load=runs/toy/checkpoints
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def qwen3_toy_midtrain() -> Config:
         name="qwen3_toy_midtrain",
         model=model_config_from_hf(QWEN3_TOY),
         parallel=ParallelConfig(),
-        data=DataConfig(path="runs/demo/data/demo_tokens", seq_length=128),
+        data=DataConfig(prepared=["runs/demo/data/corpus"], seq_length=128),
         optim=OptimConfig(lr=3e-3, min_lr=3e-4, warmup_fraction=0.1, decay_style="cosine"),
         train=TrainConfig(
             micro_batch_size=4,
@@ -62,4 +63,22 @@ def qwen3_toy_midtrain() -> Config:
     )
 
 
-RECIPES: dict[str, Callable[[], Config]] = {"qwen3_toy_midtrain": qwen3_toy_midtrain}
+def qwen3_toy_sft() -> Config:
+    """Tiny Qwen3 SFT on CPU: packed chats (THD rows of 256 tokens), assistant-only loss.
+
+    Starts from weights given by ``checkpoint.load`` (the demo passes the midtraining run's).
+    """
+    return Config(
+        name="qwen3_toy_sft",
+        model=model_config_from_hf(QWEN3_TOY),
+        data=DataConfig(prepared=["runs/demo/data/chats"], seq_length=256, mode="packed"),
+        optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_fraction=0.1, weight_decay=0.0),
+        train=TrainConfig(micro_batch_size=1, global_batch_size=8, steps=40, precision="fp32",
+                          run_dir="runs/toy_sft"),
+        checkpoint=CheckpointConfig(save_interval=20),
+        log=LogConfig(interval=5),
+    )
+
+
+RECIPES: dict[str, Callable[[], Config]] = {
+    "qwen3_toy_midtrain": qwen3_toy_midtrain, "qwen3_toy_sft": qwen3_toy_sft}

@@ -1,7 +1,7 @@
 """What one micro-batch does: fetch samples, run the model, compute the LM loss.
 
 Data order: sample ``k`` of a run is fully determined by ``(data.seed, k)`` (see
-:class:`msm_megatron.data.token_file.TokenDataset`), so the only data position a checkpoint needs
+:mod:`msm_megatron.data.datasets`), so the only data position a checkpoint needs
 is ``consumed_samples``. Within a global batch, micro-batch ``j`` on data-parallel rank ``r``
 holds samples ``consumed + j·mbs·dp + r·mbs + [0, mbs)`` — Megatron's pretraining sampler order.
 Every pipeline stage reads the same micro-batch from the (memory-mapped) dataset, so no batch

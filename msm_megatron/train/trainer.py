@@ -103,7 +103,7 @@ class Trainer:
             cfg: the run's config.
             dataset: an object with ``batch(sample_indices) -> dict of tensors`` (tokens,
                 labels, loss_mask; optionally position_ids and cu_seqlens for packed rows) to
-                use instead of the token file at ``data.path``.
+                use instead of the one ``data`` describes (tests).
         """
         launch = read_launch_env()
         validate(cfg, launch.world_size, te_available())  # before any process group exists
@@ -112,9 +112,9 @@ class Trainer:
                 f"parallel.cp={cfg.parallel.cp}: the trainer does not split sequences across "
                 "context-parallel ranks yet (it comes with the TE/THD attention path); set "
                 "parallel.cp=1. --dry-run still plans cp layouts.")
-        if cfg.data.path is None and dataset is None:
-            raise ConfigError("data.path is not set: point it at a token file (`msm demo` writes "
-                              "runs/demo/data/demo_tokens; see msm_megatron.data.token_file)")
+        from msm_megatron.data.datasets import build_dataset
+
+        self.dataset = dataset or build_dataset(cfg.data)  # bad data fails before any group
         self.cfg = cfg
         self.layout = derive_layout(cfg, launch.world_size)
         torch.manual_seed(cfg.train.seed)
@@ -126,9 +126,6 @@ class Trainer:
         self.total_steps = self.layout["total_steps"]
         self.scheduler = build_scheduler(cfg, self.optimizer, self.total_steps)
         _install_schedule_hooks(cfg, self.chunks, self.optimizer)
-        from msm_megatron.data.token_file import TokenDataset
-
-        self.dataset = dataset or TokenDataset(cfg.data.path, cfg.data.seq_length, cfg.data.seed)
         self.notes: list[str] = []
         self.state = self._restore()
         self._last_saved = self.state.iteration

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real tokenizer + token file from the demo corpus, and a toy config."""
+"""Shared fixtures: a tokenizer, the demo corpus through `msm data prepare`, a toy config."""
 
 from __future__ import annotations
 
@@ -15,16 +15,16 @@ CORPUS = REPO / "examples" / "corpus" / "demo_corpus.jsonl"
 
 @pytest.fixture(scope="session")
 def token_data(tmp_path_factory) -> tuple[Path, int]:
-    """SentencePiece (vocab 512) trained on the demo corpus, and the corpus as a token file."""
-    from msm_megatron.data.spm import SentencePieceTokenizer, train_sentencepiece
-    from msm_megatron.data.token_file import tokenize_jsonl_to_token_file
+    """SentencePiece (vocab 512) trained on the demo corpus, and the corpus prepared with it."""
+    from msm_megatron.data.prepare import prepare_jsonl
+    from msm_megatron.data.spm import train_sentencepiece
+    from msm_megatron.data.tokenizers import load_tokenizer
 
     root = tmp_path_factory.mktemp("data")
-    model = train_sentencepiece(CORPUS, root / "spm", vocab_size=512)
-    tokenizer = SentencePieceTokenizer(model)
-    tokens = root / "tokens"
-    tokenize_jsonl_to_token_file(CORPUS, tokenizer, tokens, progress=False)
-    return tokens, tokenizer.vocab_size
+    tokenizer = load_tokenizer(train_sentencepiece(CORPUS, root / "spm", vocab_size=512))
+    prefix = root / "corpus"
+    prepare_jsonl([CORPUS], tokenizer, prefix, workers=1, progress=False)
+    return prefix, tokenizer.vocab_size
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,7 @@ def toy_config(token_data, tmp_path_factory) -> Path:
     """The toy Qwen3 (tied embeddings, GQA, head_dim ≠ hidden/heads) in fp32 on short sequences."""
     tokens, vocab = token_data
     cfg = apply_overrides(get_recipe("qwen3_toy_midtrain"), [
-        f"data.path={tokens}", f"model.vocab_size={vocab}", "data.seq_length=64",
+        f"data.prepared=[{tokens}]", f"model.vocab_size={vocab}", "data.seq_length=64",
         "train.micro_batch_size=2", "train.global_batch_size=8", "train.precision=fp32",
         "train.steps=4", "log.progress_bar=false", "log.tensorboard=false", "log.interval=1",
         "checkpoint.save_interval=null",

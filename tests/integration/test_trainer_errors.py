@@ -14,7 +14,7 @@ from tests.distributed.launch import REPO, run_env
 
 
 def toy(*overrides: str):
-    return apply_overrides(get_recipe("qwen3_toy_midtrain"), ["data.path=unused", *overrides])
+    return apply_overrides(get_recipe("qwen3_toy_midtrain"), ["data.prepared=[unused]", *overrides])
 
 
 @pytest.mark.parametrize("overrides,world,needle", [

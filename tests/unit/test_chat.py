@@ -24,7 +24,7 @@ from msm_megatron.data.chat import (
     strip_think,
 )
 from msm_megatron.data.tokenizers import Tokenizer, load_tokenizer
-from tests.unit.tokenizer_fixtures import (
+from msm_megatron.data.toy_tokenizer import (
     DEFAULT_SYSTEM,
     QWEN3_TEMPLATE,
     build_hf_tokenizer,

@@ -15,6 +15,7 @@ FULL_SIZE = [name for name in ALL if "toy" not in name]
 
 EXPECTED = {
     "qwen3_toy_midtrain",
+    "qwen3_toy_sft",
     *(f"qwen3_{s}_{st}" for s in ("8b", "14b", "32b") for st in ("midtrain", "sft")),
     *(f"qwen2_5_{s}_{st}" for s in ("7b", "14b", "32b") for st in ("midtrain", "sft")),
     "llama3_1_8b_midtrain",
@@ -84,7 +85,7 @@ def test_toy_shape():
     assert m.kv_channels != m.hidden_size // m.num_attention_heads and m.tie_word_embeddings
     assert (cfg.data.seq_length, cfg.train.precision, cfg.train.steps) == (128, "fp32", 150)
     assert (cfg.train.micro_batch_size, cfg.train.global_batch_size) == (4, 16)
-    assert cfg.checkpoint.save_interval == 50 and cfg.data.path == "runs/demo/data/demo_tokens"
+    assert cfg.checkpoint.save_interval == 50 and cfg.data.prepared == ["runs/demo/data/corpus"]
 
 
 @pytest.mark.parametrize("name", [n for n in FULL_SIZE if n.endswith("_midtrain")])

@@ -14,10 +14,8 @@ from pathlib import Path
 import pytest
 
 from msm_megatron.data.spm import SentencePieceTokenizer, train_sentencepiece
-from msm_megatron.data.token_file import iter_documents, read_token_file_meta
-from msm_megatron.data.token_file import tokenize_jsonl_to_token_file as tokenize_jsonl
 from msm_megatron.data.tokenizers import HFTokenizer, SPTokenizer, load_tokenizer
-from tests.unit.tokenizer_fixtures import (
+from msm_megatron.data.toy_tokenizer import (
     CORPUS,
     QWEN3_TEMPLATE,
     QWEN25_TEMPLATE,
@@ -205,14 +203,3 @@ def test_sentencepiece_model(sp_path: Path) -> None:
     assert with_template.chat_template == QWEN3_TEMPLATE
 
 
-def test_token_file_records_describe(hf_dir: Path, tmp_path: Path) -> None:
-    """The loaded tokenizer plugs into the token-file writer and is recorded in its sidecar."""
-    src = tmp_path / "docs.jsonl"
-    texts = ["First document.", "Second one, with <think> in it."]
-    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    tok = load_tokenizer(hf_dir)
-    tokenize_jsonl(src, tok, tmp_path / "out", progress=False)
-    meta = read_token_file_meta(tmp_path / "out")
-    assert meta["eod_id"] == tok.eod_id and meta["vocab_size"] == tok.vocab_size
-    assert tok.describe()["sha256"] in json.dumps(meta["meta"])
-    assert [tok.decode(d) for d in iter_documents(tmp_path / "out")] == texts

@@ -1,4 +1,7 @@
-"""Tiny HF and SentencePiece tokenizers built on the fly, so tests never need the Hub.
+"""Tiny Qwen-like HF and SentencePiece tokenizers trained on the demo corpus (no model hub).
+
+The CPU demo and the tests use them: the demo's tokenizer (a ChatML BPE with a Qwen3-like chat
+template) serves both midtraining documents and SFT chats.
 
 :func:`build_hf_tokenizer` trains a byte-level BPE (Qwen-style: NFC normalizer, a GPT-4-style
 split regex, byte-level bytes-to-unicode, special tokens appended after the learned vocabulary)
@@ -28,7 +31,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, trainers
 from tokenizers import pre_tokenizers as pre
 
-CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus" / "demo_corpus.jsonl"
+CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus" / "demo_corpus.jsonl"  # repo
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 THINK_TOKENS = ("<think>", "</think>")
 DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -116,6 +119,8 @@ def build_hf_tokenizer(
     template: str | None = "qwen3",
     think_tokens: bool = True,
     template_file: bool = False,
+    vocab_size: int = 1000,
+    docs: int = 60,
 ) -> Path:
     """Writes a tiny Qwen-like HF tokenizer directory and returns it.
 
@@ -124,9 +129,11 @@ def build_hf_tokenizer(
         template: ``"qwen25"``, ``"qwen3"`` (see the module docstring) or ``None`` for none.
         think_tokens: Add ``<think>``/``</think>`` as single tokens.
         template_file: Put the template in ``chat_template.jinja`` instead of the config.
+        vocab_size: BPE vocabulary size before the special tokens.
+        docs: How many demo-corpus documents to train on.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = train_bpe(think_tokens=think_tokens)
+    tok = train_bpe(vocab_size=vocab_size, think_tokens=think_tokens, docs=docs)
     tok.save(str(out_dir / "tokenizer.json"))
     added = {
         str(tok.token_to_id(t)): {

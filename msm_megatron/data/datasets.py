@@ -1,0 +1,128 @@
+"""Training samples from prepared datasets: the two midtraining/SFT sequence modes.
+
+Both read a :class:`~msm_megatron.data.blend.Blend` of ``msm data prepare`` outputs, one *epoch*
+at a time (an epoch = as many blend positions as there are sequences in all datasets together),
+and both are fully determined by ``(data.seed, sample index)`` — so a checkpoint only needs
+``consumed_samples`` and a resumed run continues with exactly the next sample.
+
+* ``concat`` (Megatron's classic): the epoch's sequences (each document ends with EOD) are
+  concatenated into one stream and cut into windows of ``seq_length + 1`` tokens; attention runs
+  across document boundaries. Window order is shuffled per epoch. Chat loss masks are honoured.
+* ``packed`` (document-aware): the epoch's sequences are packed into rows of ``seq_length``
+  tokens by best-/first-fit decreasing (:mod:`msm_megatron.data.packing`; longer sequences are
+  split), emitted as THD rows with ``cu_seqlens`` so no token attends across sequences and
+  positions restart per sequence. Row order is shuffled per epoch. Needs micro batch size 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from msm_megatron.config import ConfigError, DataConfig
+from msm_megatron.data.blend import Blend
+from msm_megatron.data.packing import pack, packed_rows
+
+
+def build_dataset(data: DataConfig):
+    """The trainer's dataset for ``data`` (an object with ``batch(sample_indices)``)."""
+    if data.prepared:
+        weights = data.weights or [1.0] * len(data.prepared)
+        blend = Blend(data.prepared, weights, data.seed)
+        if data.mode == "packed":
+            return PackedRows(blend, data.seq_length, data.seed, data.packing)
+        return ConcatWindows(blend, data.seq_length, data.seed)
+    raise ConfigError("no training data: set data.prepared=[<prefix>, ...] (outputs of "
+                      "`msm data prepare`)")
+
+
+class _Epochs:
+    """Per-epoch sample tables built on demand; maps a global sample index to (epoch, index)."""
+
+    def __init__(self, blend: Blend, seed: int):
+        self.blend, self.seed = blend, seed
+        self.per_epoch = int(sum(blend.sizes))
+        self._built: list = []
+        self._starts = [0]
+
+    def epoch_sequences(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        first = epoch * self.per_epoch
+        return [self.blend.sequence(k) for k in range(first, first + self.per_epoch)]
+
+    def locate(self, sample: int, build) -> tuple[object, int]:
+        """``(epoch payload, index within the epoch)``; ``build(epoch) -> (payload, samples)``."""
+        while sample >= self._starts[-1]:
+            payload, count = build(len(self._built))
+            self._built.append(payload)
+            self._starts.append(self._starts[-1] + count)
+        epoch = int(np.searchsorted(self._starts, sample, side="right")) - 1
+        return self._built[epoch], sample - self._starts[epoch]
+
+    def order(self, epoch: int, n: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, 7919, epoch]).permutation(n)
+
+
+class PackedRows:
+    """Document-aware packed rows (THD) over a blend; ``batch([k])`` gives one row as tensors."""
+
+    def __init__(self, blend: Blend, seq_length: int, seed: int, algorithm: str = "bfd",
+                 pad_id: int = 0):
+        self.seq_length, self.algorithm, self.pad_id = seq_length, algorithm, pad_id
+        self._epochs = _Epochs(blend, seed)
+
+    def _build(self, epoch: int) -> list[dict]:
+        seqs = self._epochs.epoch_sequences(epoch)
+        tokens = [np.asarray(t, dtype=np.int64) for t, _ in seqs]
+        masks = [m for _, m in seqs]
+        packing = pack([len(t) for t in tokens], self.seq_length, self.algorithm)
+        rows = list(packed_rows(packing, tokens, masks if masks[0] is not None else None,
+                                pad_id=self.pad_id))
+        return [rows[i] for i in self._epochs.order(epoch, len(rows))], len(rows)
+
+    def row(self, sample: int) -> dict:
+        """Row ``sample`` of the run (numpy arrays)."""
+        table, i = self._epochs.locate(sample, self._build)
+        return table[i]
+
+    def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        if len(indices) != 1:
+            raise ValueError("packed rows are THD micro-batches of one row: "
+                             "set train.micro_batch_size=1")
+        row = self.row(indices[0])
+        out = {k: torch.from_numpy(np.asarray(row[k]))[None]
+               for k in ("tokens", "labels", "loss_mask", "position_ids", "cu_seqlens")}
+        out["loss_mask"] = out["loss_mask"].float()
+        return out
+
+
+class ConcatWindows:
+    """Megatron-style concat-and-split windows of ``seq_length + 1`` tokens over a blend."""
+
+    def __init__(self, blend: Blend, seq_length: int, seed: int):
+        self.seq_length = seq_length
+        self._epochs = _Epochs(blend, seed)
+
+    def _build(self, epoch: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], int]:
+        seqs = self._epochs.epoch_sequences(epoch)
+        stream = np.concatenate([np.asarray(t, dtype=np.int64) for t, _ in seqs])
+        mask = np.concatenate([np.ones(len(t), np.float32) if m is None
+                               else np.asarray(m, np.float32) for t, m in seqs])
+        n = (len(stream) - 1) // self.seq_length
+        if n < 1:
+            raise ValueError(f"data: one epoch holds {len(stream)} tokens, fewer than "
+                             f"data.seq_length+1={self.seq_length + 1}; shorten data.seq_length")
+        return (stream, mask, self._epochs.order(epoch, n)), n
+
+    def window(self, sample: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens (``seq_length + 1``) and target mask of window ``sample``."""
+        (stream, mask, order), i = self._epochs.locate(sample, self._build)
+        start = int(order[i]) * self.seq_length
+        end = start + self.seq_length + 1
+        return stream[start:end], mask[start + 1:end]
+
+    def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        windows = [self.window(k) for k in indices]
+        tokens = torch.from_numpy(np.stack([w for w, _ in windows]))
+        return {"tokens": tokens[:, :-1], "labels": tokens[:, 1:],
+                "loss_mask": torch.from_numpy(np.stack([m for _, m in windows]))}
+
