@@ -28,6 +28,8 @@ setup(
         "sentencepiece",
         "tqdm",
         "tensorboard",
+        "tokenizers",
+        "jinja2",
         "matplotlib",
     ],
     extras_require={

@@ -9,7 +9,7 @@ Examples::
     msm train qwen3_8b_midtrain --model-from-hf /models/Qwen3-8B --dry-run --world-size 8
     msm data prepare corpus.jsonl --tokenizer /models/Qwen3-8B --out runs/data/msm
     msm data prepare chats.jsonl --kind chats --tokenizer /models/Qwen3-8B --out runs/data/aft
-    msm demo                                              # tokenizer + tokens + toy midtraining
+    msm demo                                              # prepare -> toy midtrain -> packed SFT
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def cmd_data_prepare(args, argv: list[str]) -> int:
         stats = prepare_jsonl([Path(p) for p in args.inputs], tokenizer, Path(args.out),
                               kind=args.kind, text_field=args.text_field, workers=args.workers,
                               skip_bad=args.skip_bad, keep_think=not args.no_think)
-    except DataError as exc:
+    except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     verb = "reused" if stats.get("reused") else "wrote"
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--no-think", action="store_true",
                       help="chats: strip <think>...</think> (the CoT-stripped variant)")
     prep.set_defaults(func=cmd_data_prepare)
-    demo = sub.add_parser("demo", help="CPU demo: tokenizer, token file, toy Qwen3 midtraining")
+    demo = sub.add_parser("demo", help="CPU demo: tokenizer, data prepare, toy midtraining + SFT")
     demo.add_argument("overrides", nargs="*", help="dotlist overrides for the toy recipe")
     demo.add_argument("--out", default="runs/demo", help="output directory")
     demo.add_argument("--nproc", type=int, default=1, help="ranks (2 with parallel.tp=2)")

@@ -24,16 +24,37 @@ from msm_megatron.data.blend import Blend
 from msm_megatron.data.packing import pack, packed_rows
 
 
-def build_dataset(data: DataConfig):
-    """The trainer's dataset for ``data`` (an object with ``batch(sample_indices)``)."""
+def build_dataset(data: DataConfig, vocab_size: int | None = None):
+    """The trainer's dataset for ``data`` (an object with ``batch(sample_indices)``).
+
+    Raises:
+        ConfigError: no/missing datasets, mismatched weights or tokenizers, or token ids that do
+            not fit ``vocab_size`` (the model's vocabulary).
+    """
     if data.prepared:
         weights = data.weights or [1.0] * len(data.prepared)
-        blend = Blend(data.prepared, weights, data.seed)
+        try:
+            blend = Blend(data.prepared, weights, data.seed)
+        except ValueError as exc:
+            raise ConfigError(f"data.prepared: {exc}") from exc
+        _check_vocab(data.prepared, vocab_size)
         if data.mode == "packed":
             return PackedRows(blend, data.seq_length, data.seed, data.packing)
         return ConcatWindows(blend, data.seq_length, data.seed)
     raise ConfigError("no training data: set data.prepared=[<prefix>, ...] (outputs of "
                       "`msm data prepare`)")
+
+
+def _check_vocab(prefixes: list[str], vocab_size: int | None) -> None:
+    import json
+    from pathlib import Path
+
+    for prefix in prefixes if vocab_size else []:
+        stats = Path(f"{prefix}.stats.json")
+        data_vocab = json.loads(stats.read_text()).get("vocab_size") if stats.exists() else None
+        if data_vocab and data_vocab > vocab_size:
+            raise ConfigError(f"{prefix}: tokenized with a {data_vocab}-token vocabulary but "
+                              f"model.vocab_size={vocab_size}; set model.vocab_size={data_vocab}")
 
 
 class _Epochs:

@@ -11,9 +11,8 @@ Stage defaults (full-parameter training on H100s):
   philosophy-spec corpus, ≈79 steps).
 * ``sft`` — AFT / instruction tuning on packed chats: sequence length 8192 (packed), lr 1e-5 →
   1e-6, global batch 32 (≈0.26M tokens/step), budget 7M tokens (≈5M no-CoT AFT + ≈2M general
-  instruction-tuning mix, per the MSM paper; ≈27 steps). The assistant-only loss mask and chat
-  packing arrive with the data pipeline; until then these recipes size runs and train plain LM
-  loss on a token file.
+  instruction-tuning mix, per the MSM paper; ≈27 steps); ``data.mode=packed`` (THD rows,
+  assistant-only loss from ``msm data prepare --kind chats``).
 
 Both use the distributed optimizer (optimizer state sharded over data parallel ranks) with
 overlapped grad reduce and param gather, selective activation recompute (core attention), and
@@ -91,7 +90,7 @@ def build_recipe(
             overlap_param_gather=True,
             world_size=world_size,
         ),
-        data=DataConfig(seq_length=seq_length),
+        data=DataConfig(seq_length=seq_length, mode="packed" if stage == "sft" else "concat"),
         optim=OptimConfig(
             lr=1e-5, min_lr=1e-6, weight_decay=0.1, warmup_fraction=0.05, decay_style="cosine"
         ),

@@ -64,14 +64,14 @@ def qwen3_toy_midtrain() -> Config:
 
 
 def qwen3_toy_sft() -> Config:
-    """Tiny Qwen3 SFT on CPU: packed chats (THD rows of 256 tokens), assistant-only loss.
+    """Tiny Qwen3 SFT on CPU: packed chats (THD rows of 512 tokens), assistant-only loss.
 
     Starts from weights given by ``checkpoint.load`` (the demo passes the midtraining run's).
     """
     return Config(
         name="qwen3_toy_sft",
         model=model_config_from_hf(QWEN3_TOY),
-        data=DataConfig(prepared=["runs/demo/data/chats"], seq_length=256, mode="packed"),
+        data=DataConfig(prepared=["runs/demo/data/chats"], seq_length=512, mode="packed"),
         optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_fraction=0.1, weight_decay=0.0),
         train=TrainConfig(micro_batch_size=1, global_batch_size=8, steps=40, precision="fp32",
                           run_dir="runs/toy_sft"),

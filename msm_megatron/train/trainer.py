@@ -114,7 +114,8 @@ class Trainer:
                 "parallel.cp=1. --dry-run still plans cp layouts.")
         from msm_megatron.data.datasets import build_dataset
 
-        self.dataset = dataset or build_dataset(cfg.data)  # bad data fails before any group
+        # bad data fails here, before any process group exists
+        self.dataset = dataset or build_dataset(cfg.data, cfg.model.vocab_size)
         self.cfg = cfg
         self.layout = derive_layout(cfg, launch.world_size)
         torch.manual_seed(cfg.train.seed)

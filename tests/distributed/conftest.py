@@ -40,3 +40,24 @@ def toy_config(token_data, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "toy.yaml"
     save_yaml(cfg, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def sft_config(tmp_path_factory) -> Path:
+    """Toy SFT on the example chats: Qwen-like tokenizer with a chat template, packed rows."""
+    from msm_megatron.data.prepare import prepare_jsonl
+    from msm_megatron.data.tokenizers import load_tokenizer
+    from msm_megatron.data.toy_tokenizer import build_hf_tokenizer
+
+    root = tmp_path_factory.mktemp("sft")
+    tokenizer = load_tokenizer(build_hf_tokenizer(root / "tok", template="qwen3"))
+    chats = [REPO / "examples" / "chats" / n for n in ("aft_demo.jsonl", "it_mix_demo.jsonl")]
+    prepare_jsonl(chats, tokenizer, root / "chats", kind="chats", workers=1, progress=False)
+    cfg = apply_overrides(get_recipe("qwen3_toy_sft"), [
+        f"data.prepared=[{root / 'chats'}]", f"model.vocab_size={tokenizer.vocab_size}",
+        "train.global_batch_size=4", "log.progress_bar=false", "log.tensorboard=false",
+        "log.interval=1",
+    ])
+    path = root / "sft.yaml"
+    save_yaml(cfg, path)
+    return path

@@ -155,3 +155,16 @@ def test_resume_with_longer_schedule_follows_new_config(toy_config, tmp_path):
     code = train(toy_config, [f"train.run_dir={run}", "checkpoint.resume=false"], 0,
                  tmp_path / "c.log", expect=2)
     assert code == 2 and "already holds checkpoints" in (tmp_path / "c.log").read_text()
+
+
+def test_packed_sft_resume_continues_with_the_next_row(sft_config, tmp_path):
+    """Packed chat rows (THD, assistant-only loss) through the real data path: a resumed run
+    trains on exactly the rows, in the order, of an uninterrupted one."""
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    steps = ["train.steps=6", "checkpoint.save_interval=2"]
+    train(sft_config, [f"train.run_dir={ref}", *steps], 1, tmp_path / "ref.log")
+    train(sft_config, [f"train.run_dir={run}", *steps], 1, tmp_path / "a.log",
+          env={"MSM_FAULT_KILL": "after_save:4"}, expect=None)
+    train(sft_config, [f"train.run_dir={run}", *steps], 1, tmp_path / "b.log")
+    assert_same(metrics(run), metrics(ref), range(1, 7))
+    assert metrics(ref)[6]["loss"] != metrics(ref)[1]["loss"]

@@ -90,3 +90,21 @@ def test_concat_windows_are_a_permutation_of_the_stream(docs):
     batch = data.batch([0, 1])
     assert batch["tokens"].shape == (2, SEQ)
     assert (batch["labels"][:, :-1] == batch["tokens"][:, 1:]).all()
+
+
+def test_build_dataset_errors_name_the_problem(docs, tmp_path):
+    from msm_megatron.config import ConfigError, DataConfig
+    from msm_megatron.data.datasets import build_dataset
+
+    blend, _ = docs
+    prefix = str(blend.prefixes[0])
+    with pytest.raises(ConfigError, match="msm data prepare"):
+        build_dataset(DataConfig())
+    with pytest.raises(ConfigError, match="data.prepared"):
+        build_dataset(DataConfig(prepared=[str(tmp_path / "missing")]))
+    with pytest.raises(ConfigError, match="model.vocab_size=512"):
+        build_dataset(DataConfig(prepared=[prefix]), vocab_size=100)
+    packed = build_dataset(DataConfig(prepared=[prefix], mode="packed", seq_length=SEQ), 512)
+    assert isinstance(packed, PackedRows)
+    assert isinstance(build_dataset(DataConfig(prepared=[prefix], seq_length=SEQ), 512),
+                      ConcatWindows)
