@@ -108,7 +108,8 @@ def cmd_data_prepare(args, argv: list[str]) -> int:
     from msm_megatron.data.prepare import DataError, prepare_jsonl
     from msm_megatron.data.tokenizers import load_tokenizer
 
-    tokenizer = load_tokenizer(args.tokenizer)
+    tokenizer = load_tokenizer(args.tokenizer, chat_template=args.chat_template,
+                               eod_token=args.eod_token, end_of_turn_token=args.end_of_turn_token)
     try:
         stats = prepare_jsonl([Path(p) for p in args.inputs], tokenizer, Path(args.out),
                               kind=args.kind, text_field=args.text_field, workers=args.workers,
@@ -158,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--skip-bad", action="store_true", help="skip and count bad lines")
     prep.add_argument("--no-think", action="store_true",
                       help="chats: strip <think>...</think> (the CoT-stripped variant)")
+    prep.add_argument("--chat-template", metavar="FILE",
+                      help="jinja chat template to use instead of the tokenizer's own")
+    prep.add_argument("--eod-token", help="end-of-document token (default: see docs/data.md)")
+    prep.add_argument("--end-of-turn-token", help="token that closes an assistant turn")
     prep.set_defaults(func=cmd_data_prepare)
     demo = sub.add_parser("demo", help="CPU demo: tokenizer, data prepare, toy midtraining + SFT")
     demo.add_argument("overrides", nargs="*", help="dotlist overrides for the toy recipe")

@@ -240,20 +240,28 @@ def load(cfg: Config, chunks, optimizer, scheduler, path: Path) -> TrainState:
     return TrainState(**loaded["train_state"])
 
 
-def schedule_changes(path: Path, cfg: Config, total_steps: int) -> list[str]:
-    """Human-readable notes on schedule settings that differ from the checkpoint's run."""
+def _changed(saved: dict, cfg: Config, section: str, keys: tuple[str, ...]) -> list[str]:
+    current = getattr(cfg, section)
+    return [f"{section}.{key}: {saved[section].get(key)} -> {getattr(current, key)}"
+            for key in keys if saved[section].get(key) != getattr(current, key)]
+
+
+def resume_changes(path: Path, cfg: Config, total_steps: int) -> list[str]:
+    """Notes on schedule and data settings that differ from the checkpoint's run."""
     saved = json.loads((Path(path) / META).read_text())["config"]
+    schedule = (_changed(saved, cfg, "optim", ("lr", "min_lr", "warmup_fraction", "warmup_steps",
+                                               "decay_style", "weight_decay"))
+                + _changed(saved, cfg, "train", ("steps", "tokens")))
+    data = _changed(saved, cfg, "data", ("prepared", "weights", "mode", "packing", "seq_length",
+                                         "seed"))
     notes = []
-    for key in ("lr", "min_lr", "warmup_fraction", "warmup_steps", "decay_style", "weight_decay"):
-        if saved["optim"].get(key) != getattr(cfg.optim, key):
-            notes.append(f"optim.{key}: {saved['optim'].get(key)} -> {getattr(cfg.optim, key)}")
-    for key in ("steps", "tokens"):
-        if saved["train"].get(key) != getattr(cfg.train, key):
-            notes.append(f"train.{key}: {saved['train'].get(key)} -> {getattr(cfg.train, key)}")
-    if not notes:
-        return []
-    return [f"resuming with a changed schedule ({'; '.join(notes)}); the LR schedule follows the "
-            f"current config over {total_steps} steps"]
+    if schedule:
+        notes.append(f"resuming with a changed schedule ({'; '.join(schedule)}); the LR schedule "
+                     f"follows the current config over {total_steps} steps")
+    if data:
+        notes.append(f"resuming with changed data settings ({'; '.join(data)}): samples from "
+                     "here on are not those the original run would have seen")
+    return notes
 
 
 def _check_optimizer_format(meta: dict, cfg: Config, path: Path) -> None:

@@ -141,7 +141,7 @@ class Trainer:
                 "start from those weights) or checkpoint.resume=true to continue that run")
         if latest is not None:
             path = ckpt.iter_dir(self.ckpt_root, latest)
-            self.notes += ckpt.schedule_changes(path, self.cfg, self.total_steps)
+            self.notes += ckpt.resume_changes(path, self.cfg, self.total_steps)
             return ckpt.load(self.cfg, self.chunks, self.optimizer, self.scheduler, path)
         if self.cfg.checkpoint.load:
             source = Path(self.cfg.checkpoint.load)

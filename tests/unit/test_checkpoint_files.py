@@ -39,3 +39,20 @@ def test_publish_keeps_last_n_complete_checkpoints(tmp_path):
     assert not (tmp_path / (LATEST + ".tmp")).exists()
     _publish(tmp_path, 30, keep_last=None)
     assert len(list(tmp_path.glob("iter_*"))) == 3
+
+
+def test_resume_changes_report_schedule_and_data(tmp_path):
+    import json
+
+    from msm_megatron.config import apply_overrides, to_dict
+    from msm_megatron.recipes import get_recipe
+    from msm_megatron.train.checkpoint import resume_changes
+
+    saved = get_recipe("qwen3_toy_midtrain")
+    (tmp_path / META).write_text(json.dumps({"config": to_dict(saved)}))
+    assert resume_changes(tmp_path, saved, 150) == []
+    changed = apply_overrides(saved, ["train.steps=200", "data.mode=packed",
+                                      "train.micro_batch_size=1"])
+    notes = resume_changes(tmp_path, changed, 200)
+    assert notes[0].startswith("resuming with a changed schedule (train.steps: 150 -> 200)")
+    assert "data.mode: concat -> packed" in notes[1]
