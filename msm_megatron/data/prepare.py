@@ -28,19 +28,26 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
-import importlib
 import json
 import multiprocessing as mp
 import os
-import pickle
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from msm_megatron.data.encode import (
+    Encoded,
+    Encoder,
+    Options,
+    encode_in_worker,
+    init_worker,
+    ordered_map,
+    read_chunks,
+    tokenizer_spec,
+)
 from msm_megatron.data.spm import file_sha256
 
 FORMAT = "msm-indexed-dataset"
@@ -50,8 +57,6 @@ SKIP_REASONS = ("invalid_utf8", "invalid_json", "not_an_object", "missing_field"
                 "contains_eod", "invalid_chat", "no_supervised_tokens")
 _SUFFIXES = {"bin": ".bin", "idx": ".idx", "mask_bin": "_mask.bin", "mask_idx": "_mask.idx",
              "stats": ".stats.json", "png": ".lengths.png"}
-_CHUNK_LINES = 256
-_CHUNK_BYTES = 1 << 20
 
 
 class DataError(ValueError):
@@ -80,215 +85,6 @@ def mask_prefix(prefix: str | Path) -> Path:
     return p.with_name(p.name + "_mask")
 
 
-# ----------------------------------------------------------------------------- encoding
-
-
-# What workers need to know (small and picklable), and a chunk of numbered raw input lines.
-_Options = collections.namedtuple("_Options", "kind text_field keep_think eod_id vocab_size dtype")
-_Chunk = collections.namedtuple("_Chunk", "file_index lines nbytes")
-
-
-@dataclass(slots=True)
-class _Encoded:
-    """One chunk's good sequences (concatenated) and its bad lines ``(lineno, reason, msg)``."""
-
-    file_index: int
-    nbytes: int
-    ids: np.ndarray
-    lengths: np.ndarray
-    mask: np.ndarray | None
-    bad: list[tuple[int, str, str]]
-
-
-class _BadLine(Exception):
-    """``_BadLine(reason, message)``: one input line cannot be used."""
-
-
-class _Encoder:
-    """Turns chunks of raw lines into token ids (and masks); runs in each worker."""
-
-    def __init__(self, tokenizer: Any, opts: _Options, batch: bool = True) -> None:
-        # In worker processes ``batch=False``: the workers are the parallelism, and a
-        # tokenizer's own batch threads (SentencePiece, HF) would oversubscribe the cores.
-        self.tok, self.opts, self.batch = tokenizer, opts, batch
-        self.render = None
-        if opts.kind == "chats":  # imported here: only chats need it
-            chat = importlib.import_module("msm_megatron.data.chat")
-            self.render = chat.render_chat
-            # Only errors about the chat are bad lines; others (no chat template) are fatal.
-            self.chat_error = getattr(chat, "ChatFormatError", ValueError)
-
-    def __call__(self, chunk: _Chunk) -> _Encoded:
-        bad: list[tuple[int, str, str]] = []
-        records: list[tuple[int, Any]] = []
-        for lineno, raw in chunk.lines:
-            try:
-                records.append((lineno, self._parse(raw)))
-            except _BadLine as e:
-                bad.append((lineno, *e.args))
-        if self.render is None:
-            return self._pack(chunk, self._encode_texts(records, bad), None, sorted(bad))
-        seqs, masks = [], []
-        for lineno, messages in records:
-            try:
-                ids, mask = self._render(messages)
-            except _BadLine as e:
-                bad.append((lineno, *e.args))
-                continue
-            seqs.append(ids)
-            masks.append(mask)
-        return self._pack(chunk, seqs, masks, sorted(bad))
-
-    def _parse(self, raw: bytes) -> Any:
-        """The text (documents) or message list (chats) of one line, or raises ``_BadLine``."""
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise _BadLine("invalid_utf8", f"invalid UTF-8 at byte {e.start}") from None
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise _BadLine("invalid_json", f"invalid JSON ({e.msg}, column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise _BadLine("not_an_object", f"expected a JSON object, got {type(record).__name__}")
-        if self.opts.kind == "chats":
-            messages = record.get("messages")
-            if not isinstance(messages, list) or not messages:
-                raise _BadLine("missing_field", "expected a non-empty list 'messages'")
-            return messages
-        text = record.get(self.opts.text_field)
-        if not isinstance(text, str):
-            raise _BadLine("missing_field", f"expected a string field '{self.opts.text_field}'")
-        if not text.strip():
-            raise _BadLine("empty_text", f"field '{self.opts.text_field}' is empty")
-        return text
-
-    def _encode_texts(self, records: list[tuple[int, str]], bad: list) -> list[list[int]]:
-        """Token ids + EOD of each text; texts that already contain EOD go to ``bad``."""
-        texts = [t for _, t in records]
-        batch = getattr(self.tok, "encode_batch", None) if self.batch else None
-        ids = batch(texts) if batch is not None else [self.tok.encode(t) for t in texts]
-        eod, seqs = self.opts.eod_id, []
-        for (lineno, _), x in zip(records, ids, strict=True):
-            if eod in x:  # e.g. literal "<|endoftext|>" in the text: a false document boundary
-                bad.append((lineno, "contains_eod", f"text encodes to the EOD token (id {eod})"))
-            else:
-                seqs.append([*x, eod])
-        return seqs
-
-    def _render(self, messages: list) -> tuple[list[int], list[int]]:
-        try:
-            chat = self.render(self.tok, messages, keep_think=self.opts.keep_think)
-        except self.chat_error as e:
-            raise _BadLine("invalid_chat", f"invalid chat: {e}") from None
-        ids, mask = [int(i) for i in chat.ids], [int(m) for m in chat.loss_mask]
-        if len(ids) != len(mask):
-            raise RuntimeError(f"render_chat returned {len(ids)} ids but {len(mask)} mask values")
-        if not any(mask):
-            raise _BadLine("no_supervised_tokens", "chat has no supervised (assistant) tokens")
-        if not ids or ids[-1] != self.opts.eod_id:
-            ids.append(self.opts.eod_id)
-            mask.append(0)
-        return ids, mask
-
-    def _pack(
-        self, chunk: _Chunk, seqs: list[list[int]], masks: list[list[int]] | None, bad: list
-    ) -> _Encoded:
-        ids = np.array([t for s in seqs for t in s], dtype=np.int64)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.opts.vocab_size):
-            raise ValueError(
-                f"tokenizer produced ids outside [0, {self.opts.vocab_size}): "
-                f"{ids.min()}..{ids.max()}; is vocab_size right?"
-            )
-        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
-        mask = None if masks is None else np.array([m for s in masks for m in s], np.uint8)
-        return _Encoded(chunk.file_index, chunk.nbytes, ids.astype(self.opts.dtype), lengths,
-                        mask, bad)
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _rebuild_tokenizer(cls: type, path: str, expected: dict) -> Any:
-    """Re-creates an unpicklable tokenizer from its file in a spawned worker."""
-    from msm_megatron.data.tokenizers import load_tokenizer
-
-    for make in (cls, load_tokenizer):
-        try:
-            tok = make(path)
-        except Exception:  # try the next way
-            continue
-        if tok.describe() == expected:
-            return tok
-    raise RuntimeError(f"cannot re-create the tokenizer {expected} from {path} in a worker")
-
-
-def _init_worker(spec: tuple[str, Any], expected: dict, opts: _Options) -> None:
-    # Never raise here: multiprocessing.Pool would restart the failing worker forever.
-    try:
-        how, what = spec
-        tok = _rebuild_tokenizer(*what, expected) if how == "path" else what
-        _WORKER["encoder"] = _Encoder(tok, opts, batch=False)
-    except Exception as e:  # reported by the first task instead
-        _WORKER["error"] = f"{type(e).__name__}: {e}"
-
-
-def _encode_in_worker(chunk: _Chunk) -> _Encoded:
-    if "error" in _WORKER:
-        raise RuntimeError(f"tokenizer worker failed to start: {_WORKER['error']}")
-    return _WORKER["encoder"](chunk)
-
-
-def _tokenizer_spec(tokenizer: Any, start_method: str) -> tuple[str, Any]:
-    """How workers get the tokenizer: inherited (fork), pickled, or re-created from its path."""
-    if start_method == "fork":
-        return ("object", tokenizer)
-    try:
-        pickle.dumps(tokenizer)
-        return ("object", tokenizer)
-    except Exception:  # unpicklable objects raise many kinds
-        path = tokenizer.describe().get("path")
-        if not path:
-            raise ValueError(
-                f"{type(tokenizer).__name__} can be neither pickled nor re-created from a path "
-                f"for {start_method} workers; use workers=1"
-            ) from None
-        return ("path", (type(tokenizer), str(path)))
-
-
-def _read_chunks(inputs: list[Path]) -> Iterator[_Chunk]:
-    """Yields numbered non-blank lines in chunks of ≲256 lines / 1 MiB, file by file."""
-    for file_index, path in enumerate(inputs):
-        lines: list[tuple[int, bytes]] = []
-        nbytes = 0
-        with path.open("rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                nbytes += len(raw)
-                if raw.strip():
-                    lines.append((lineno, raw))
-                if len(lines) >= _CHUNK_LINES or nbytes >= _CHUNK_BYTES:
-                    yield _Chunk(file_index, lines, nbytes)
-                    lines, nbytes = [], 0
-        if lines or nbytes:
-            yield _Chunk(file_index, lines, nbytes)
-
-
-def _ordered_map(
-    fn: Callable[[_Chunk], _Encoded], items: Iterable[_Chunk], pool: Any, depth: int
-) -> Iterator[_Encoded]:
-    """``pool.imap`` that keeps at most ``depth`` chunks in flight (bounded memory), in order."""
-    pending: collections.deque = collections.deque()
-    for item in items:
-        pending.append(pool.apply_async(fn, (item,)))
-        if len(pending) >= depth:
-            yield pending.popleft().get()
-    while pending:
-        yield pending.popleft().get()
-
-
-# ----------------------------------------------------------------------------- writing
-
-
 class _Writer:
     """Megatron ``IndexedDatasetBuilder``s for tokens (and the mask), plus running counts."""
 
@@ -303,7 +99,7 @@ class _Writer:
         self.supervised = 0
         self.per_input = [{"sequences": 0, "skipped": 0} for _ in range(n_inputs)]
 
-    def add(self, enc: _Encoded) -> None:
+    def add(self, enc: Encoded) -> None:
         import torch
 
         ends = np.cumsum(enc.lengths)
@@ -392,19 +188,19 @@ _Job = collections.namedtuple("_Job", "inputs input_info tokenizer tok_id out_pr
                                "fingerprint")
 
 
-def _encode_all(job: _Job, opts: _Options, workers: int, method: str | None) -> Iterator[_Encoded]:
+def _encode_all(job: _Job, opts: Options, workers: int, method: str | None) -> Iterator[Encoded]:
     """Encoded chunks in input order, from a worker pool or (``workers == 1``) in-process."""
-    chunks = _read_chunks(job.inputs)
+    chunks = read_chunks(job.inputs)
     if workers <= 1:
-        yield from map(_Encoder(job.tokenizer, opts), chunks)
+        yield from map(Encoder(job.tokenizer, opts), chunks)
         return
     method = method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    init_args = (_tokenizer_spec(job.tokenizer, method), job.tokenizer.describe(), opts)
-    with mp.get_context(method).Pool(workers, _init_worker, init_args) as pool:
-        yield from _ordered_map(_encode_in_worker, chunks, pool, depth=4 * workers)
+    init_args = (tokenizer_spec(job.tokenizer, method), job.tokenizer.describe(), opts)
+    with mp.get_context(method).Pool(workers, init_worker, init_args) as pool:
+        yield from ordered_map(encode_in_worker, chunks, pool, depth=4 * workers)
 
 
-def _consume(encoded: Iterable[_Encoded], writer: _Writer, job: _Job, bar: Any) -> dict[str, int]:
+def _consume(encoded: Iterable[Encoded], writer: _Writer, job: _Job, bar: Any) -> dict[str, int]:
     """Feeds encoded chunks to the writer; raises or counts bad lines. Returns skip counts."""
     skipped: dict[str, int] = {}
     for enc in encoded:
@@ -458,7 +254,7 @@ def _run(job: _Job, workers: int, progress: bool, start_method: str | None) -> d
 
     kind, vocab, out = job.options["kind"], job.tok_id["vocab_size"], job.out_prefix
     dtype = DType.optimal_dtype(vocab)  # a numpy type, as the builder wants
-    opts = _Options(kind, job.options.get("text_field", "text"),
+    opts = Options(kind, job.options.get("text_field", "text"),
                     job.options.get("keep_think", True), job.tok_id["eod_id"], vocab,
                     np.dtype(dtype).name)
     out.parent.mkdir(parents=True, exist_ok=True)

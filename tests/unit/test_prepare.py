@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from msm_megatron.data import prepare as prep
+from msm_megatron.data import encode
 from msm_megatron.data.blend import Blend
 from msm_megatron.data.prepare import DataError, mask_prefix, output_paths, prepare_jsonl
 from msm_megatron.data.spm import SentencePieceTokenizer, file_sha256, train_sentencepiece
@@ -69,7 +69,7 @@ def _leftovers(directory: Path) -> list[str]:
 
 
 def test_round_trip_same_for_1_and_2_workers(tmp_path, monkeypatch, tok, texts, two_files):
-    monkeypatch.setattr(prep, "_CHUNK_LINES", 4)  # many chunks: order across workers matters
+    monkeypatch.setattr(encode, "CHUNK_LINES", 4)  # many chunks: order across workers matters
     s1 = _run(two_files, tok, tmp_path / "w1", workers=1)
     s2 = _run(two_files, tok, tmp_path / "w2", workers=2)
     ds = IndexedDataset(str(tmp_path / "w1"))
@@ -97,18 +97,18 @@ class _Unpicklable(SentencePieceTokenizer):
 
 def test_unpicklable_tokenizer_is_rebuilt_from_its_path(tok, monkeypatch):
     odd = _Unpicklable(tok.model_path)
-    how, (cls, path) = prep._tokenizer_spec(odd, "spawn")
+    how, (cls, path) = encode.tokenizer_spec(odd, "spawn")
     assert (how, cls, path) == ("path", _Unpicklable, str(tok.model_path))
-    assert prep._tokenizer_spec(odd, "fork") == ("object", odd)
-    assert prep._rebuild_tokenizer(cls, path, odd.describe()).describe() == odd.describe()
+    assert encode.tokenizer_spec(odd, "fork") == ("object", odd)
+    assert encode.rebuild_tokenizer(cls, path, odd.describe()).describe() == odd.describe()
     with pytest.raises(RuntimeError, match="cannot re-create"):
-        prep._rebuild_tokenizer(cls, path, {**odd.describe(), "sha256": "other"})
+        encode.rebuild_tokenizer(cls, path, {**odd.describe(), "sha256": "other"})
     # A failed worker start is reported by its first task (a raising Pool initializer would
     # make multiprocessing restart the worker forever).
-    monkeypatch.setattr(prep, "_WORKER", {})
-    prep._init_worker(("path", (cls, path)), {"sha256": "other"}, None)
+    monkeypatch.setattr(encode, "_WORKER", {})
+    encode.init_worker(("path", (cls, path)), {"sha256": "other"}, None)
     with pytest.raises(RuntimeError, match="worker failed to start.*cannot re-create"):
-        prep._encode_in_worker(None)
+        encode.encode_in_worker(None)
 
 
 BAD_LINES = {
@@ -262,7 +262,7 @@ def test_chats_with_real_renderer(tmp_path, monkeypatch):
         from msm_megatron.data.toy_tokenizer import build_hf_tokenizer
     except ImportError as e:
         pytest.skip(f"chat rendering is not importable yet: {e}")
-    monkeypatch.setattr(prep, "_CHUNK_LINES", 2)
+    monkeypatch.setattr(encode, "CHUNK_LINES", 2)
     tok = load_tokenizer(build_hf_tokenizer(tmp_path / "hf", "qwen3"))
     chats = [
         _chat("Would you resist being shut down?", "<think>Be honest.</think>No."),
