@@ -129,7 +129,8 @@ class Trainer:
         _install_schedule_hooks(cfg, self.chunks, self.optimizer)
         self.notes: list[str] = []
         self.state = self._restore()
-        self._last_saved = self.state.iteration
+        # Iteration of this run's newest checkpoint (scheduled or complete); None until one exists.
+        self._last_saved = self.state.iteration if self._resumed else None
         self.async_saves = ckpt.AsyncSaves() if cfg.checkpoint.async_save else None
 
     def _restore(self) -> ckpt.TrainState:
@@ -139,6 +140,7 @@ class Trainer:
                 f"{self.ckpt_root} already holds checkpoints (latest iteration {latest}) and "
                 "checkpoint.resume=false: use a fresh train.run_dir (checkpoint.load=<dir> to "
                 "start from those weights) or checkpoint.resume=true to continue that run")
+        self._resumed = latest is not None
         if latest is not None:
             path = ckpt.iter_dir(self.ckpt_root, latest)
             self.notes += ckpt.resume_changes(path, self.cfg, self.total_steps)
@@ -209,8 +211,7 @@ class Trainer:
                                    f"exit {REQUEUE_EXIT_CODE} (resume with the same command)")
                     break
             else:
-                never_saved = ckpt.latest_iteration(self.ckpt_root) is None
-                if self._last_saved != state.iteration or never_saved:
+                if self._last_saved != state.iteration:
                     self._save(logger)  # the final state (iteration 0 = the initial weights)
             if self.async_saves is not None:
                 self.async_saves.wait()
