@@ -18,10 +18,10 @@ stage resumes from its latest checkpoint.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from msm_megatron.config import Config, apply_overrides, save_yaml
+from msm_megatron.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "examples" / "corpus" / "demo_corpus.jsonl"
@@ -60,7 +60,7 @@ def plot_losses(runs: dict[str, Path], out_png: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.5))
     for ax, (title, run_dir) in zip(axes, runs.items(), strict=True):
-        records = _records(run_dir)
+        records = read_metrics(run_dir)
         steps = sorted(records)
         ax.plot(steps, [records[s]["loss"] for s in steps])
         ax.set(xlabel="step", ylabel="loss", title=title)
@@ -69,14 +69,6 @@ def plot_losses(runs: dict[str, Path], out_png: Path) -> Path | None:
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
     return out_png
-
-
-def _records(run_dir: Path) -> dict[int, dict]:
-    out = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        out[rec["step"]] = rec  # a resumed run re-logs steps: keep the latest
-    return out
 
 
 def _train(cfg: Config, config_path: Path, nproc: int) -> int:
@@ -121,7 +113,7 @@ def _summarize(runs: dict[str, Path], png_path: Path) -> None:
     for title, run_dir in runs.items():
         if not (run_dir / "metrics.jsonl").exists():
             return
-        records = _records(run_dir)
+        records = read_metrics(run_dir)
         first, last = min(records), max(records)
         print(f"[demo] {title}: loss {records[first]['loss']:.3f} (step {first}) -> "
               f"{records[last]['loss']:.3f} (step {last}); checkpoints {run_dir / 'checkpoints'}")

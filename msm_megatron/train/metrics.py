@@ -20,6 +20,15 @@ import torch
 from msm_megatron.config import Config
 
 
+def read_metrics(run_dir: str | Path) -> dict[int, dict]:
+    """A run's ``metrics.jsonl`` by step; a resumed run re-logs steps and the later record wins."""
+    records = {}
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        records[rec["step"]] = rec
+    return records
+
+
 def peak_memory_gib() -> float:
     """Peak accelerator memory (GPU) or peak resident set size (CPU), in GiB."""
     if torch.cuda.is_available():

@@ -8,7 +8,6 @@ SIGKILLed rank) is killed — what a scheduler's job cleanup would do.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,13 +16,19 @@ import uuid
 from pathlib import Path
 
 from msm_megatron.distributed import free_port
+from msm_megatron.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def train_command(config: Path, overrides: list[str], nproc: int) -> list[str]:
-    """`msm train` under torchrun (nproc > 0) or as a plain single process (nproc == 0)."""
-    msm = ["-m", "msm_megatron.cli", "train", str(config), *overrides]
+MSM_TRAIN = ("msm_megatron.cli", "train")
+
+
+def train_command(config: Path, overrides: list[str], nproc: int,
+                  entry: tuple[str, ...] = MSM_TRAIN) -> list[str]:
+    """``python -m <entry> config overrides`` (default `msm train`) under torchrun (nproc > 0)
+    or as a plain single process (nproc == 0)."""
+    msm = ["-m", *entry, str(config), *overrides]
     if nproc == 0:
         return [sys.executable, *msm]
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
@@ -39,11 +44,11 @@ def run_env(extra: dict | None = None) -> dict:
 
 
 def start(config: Path, overrides: list[str], nproc: int, log: Path,
-          env: dict | None = None) -> subprocess.Popen:
+          env: dict | None = None, entry: tuple[str, ...] = MSM_TRAIN) -> subprocess.Popen:
     """Start a run in the background; stdout+stderr go to ``log``."""
     tag = uuid.uuid4().hex
     handle = open(log, "w")
-    proc = subprocess.Popen(train_command(config, overrides, nproc), cwd=REPO,
+    proc = subprocess.Popen(train_command(config, overrides, nproc, entry), cwd=REPO,
                             env=run_env({**(env or {}), RUN_TAG: tag}), stdout=handle,
                             stderr=subprocess.STDOUT, start_new_session=True)
     proc.run_tag = tag
@@ -80,19 +85,14 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> int:
 
 
 def train(config: Path, overrides: list[str], nproc: int, log: Path, env: dict | None = None,
-          expect: int | None = 0) -> int:
+          expect: int | None = 0, entry: tuple[str, ...] = MSM_TRAIN) -> int:
     """Run to completion; assert the exit code (unless ``expect`` is None)."""
-    code = finish(start(config, overrides, nproc, log, env))
+    code = finish(start(config, overrides, nproc, log, env, entry))
     if expect is not None and code != expect:
         raise AssertionError(f"exit {code} != {expect}; log {log}:\n{log.read_text()[-4000:]}")
     return code
 
 
 def metrics(run_dir: Path) -> dict[int, dict]:
-    """Per-step records of a run; a resumed run re-logs steps, the later record wins."""
-    out = {}
-    path = Path(run_dir) / "metrics.jsonl"
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        out[rec["step"]] = rec
-    return out
+    """Per-step records of a run (see :func:`msm_megatron.train.metrics.read_metrics`)."""
+    return read_metrics(run_dir)

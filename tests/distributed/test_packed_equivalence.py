@@ -7,28 +7,15 @@ grad norms of the one-document-per-sample run to ≤ 1e-6 (fp32, CPU).
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.distributed.launch import REPO, finish, metrics, run_env, train
+from tests.distributed.launch import metrics, train
 
 pytestmark = pytest.mark.distributed
 
 
 def packed_train(mode, config, overrides, nproc, log):
-    from msm_megatron.distributed import free_port
-
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-           f"--master-port={free_port()}", "-m", "tests.distributed.packed_train", mode,
-           str(config), *overrides]
-    with open(log, "w") as handle:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=run_env(), stdout=handle,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    proc.run_tag = ""
-    code = finish(proc, timeout=300)
-    assert code == 0, log.read_text()[-4000:]
+    train(config, overrides, nproc, log, entry=("tests.distributed.packed_train", mode))
 
 
 @pytest.fixture(scope="module")
