@@ -35,19 +35,14 @@ from __future__ import annotations
 
 import math
 
-from msm_megatron.config import Config, ConfigError, ModelConfig
+from msm_megatron.config import Config, ConfigError
 from msm_megatron.flops import layer_params, model_flops_per_token, param_count
+from msm_megatron.models.vocab import padded_vocab_size
 from msm_megatron.validate import derive_layout, validate
 
 GIB = 1024**3
 H100_GIB = 80.0
 RECOMPUTE_MODES = ("none", "selective", "full")
-
-
-def padded_vocab_size(model: ModelConfig, tp: int) -> int:
-    """Vocabulary as Megatron allocates it: rounded up to a multiple of divisor × tp."""
-    multiple = model.make_vocab_size_divisible_by * tp
-    return math.ceil(model.vocab_size / multiple) * multiple
 
 
 def params_per_gpu(cfg: Config) -> int:

@@ -11,23 +11,16 @@ local spec otherwise. FP8 needs TE: asking for it without TE is an error, never 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from msm_megatron._compat.te import te_available
-from msm_megatron.config import Config, ConfigError, ModelConfig
+from msm_megatron.config import Config, ConfigError
+from msm_megatron.models.vocab import padded_vocab_size
 
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Megatron's fp8 format per recipe: "hybrid" = e4m3 forward, e5m2 backward.
 FP8_FORMAT = {"delayed": "hybrid", "tensorwise": "hybrid", "blockwise": "e4m3", "mxfp8": "e4m3"}
-
-
-def padded_vocab_size(model: ModelConfig, tp: int) -> int:
-    """Vocab rounded up to a multiple of ``make_vocab_size_divisible_by * tp`` (Megatron's rule)."""
-    multiple = model.make_vocab_size_divisible_by * tp
-    return int(math.ceil(model.vocab_size / multiple) * multiple)
 
 
 def use_te_spec(cfg: Config) -> bool:

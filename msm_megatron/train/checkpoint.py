@@ -285,16 +285,54 @@ def _restore_rng(rng: dict) -> None:
 
 
 def load_model_weights(chunks, path: Path) -> None:
-    """Load only the model weights (fine-tuning from a checkpoint; counters start at zero)."""
+    """Load only the model weights (fine-tuning from a checkpoint; counters start at zero).
+
+    ``path`` may be a training checkpoint or one converted from HF (which has no
+    ``_extra_state`` entries: those per-module extras, e.g. FP8 scaling history, start fresh).
+    """
     from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.validation import StrictHandling
 
+    _check_vocab_rows(chunks, Path(path))
     sd = sharded_state(chunks, None, None, None, is_loading=True, with_rng=False)
-    loaded = dist_checkpointing.load(sd, str(path))
-    _load_models(chunks, loaded)
+    loaded, _, not_in_checkpoint = dist_checkpointing.load(
+        sd, str(path), strict=StrictHandling.RETURN_UNEXPECTED)
+    missing = sorted(k for k in not_in_checkpoint if "_extra_state" not in k)
+    if missing:
+        raise ConfigError(f"{path}: checkpoint lacks {len(missing)} tensors this model needs "
+                          f"(e.g. {', '.join(missing[:4])}): is it a checkpoint of this "
+                          "architecture (model.* settings, tied embeddings)?")
+    _load_models(chunks, loaded, strict=False)
 
 
-def _load_models(chunks, loaded: dict) -> None:
+def _check_vocab_rows(chunks, path: Path) -> None:
+    """A clear error when the checkpoint's padded vocabulary differs from this model's."""
+    from megatron.core.utils import unwrap_model
+    from torch.distributed.checkpoint import FileSystemReader
+
+    if not (path / ".metadata").exists():
+        raise ConfigError(f"{path}: not a Megatron checkpoint directory (no .metadata); for an HF "
+                          "model directory use checkpoint.load=<hf dir> (converted on the fly)")
+    stored = FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    key = "embedding.word_embeddings.weight"
+    first = unwrap_model(chunks)[0]
+    if key in stored and getattr(first, "pre_process", False):
+        rows = stored[key].size[0]
+        mine = first.embedding.word_embeddings.num_embeddings
+        if rows != mine * first.config.tensor_model_parallel_size:
+            raise ConfigError(
+                f"{path}: embedding has {rows} rows, this model pads its vocabulary to "
+                f"{mine * first.config.tensor_model_parallel_size} (model.vocab_size / "
+                "make_vocab_size_divisible_by / parallel.tp): checkpoints reshard across TP "
+                "1, 2, 4 and 8; for another TP re-convert the HF model or export and re-import")
+
+
+def _load_models(chunks, loaded: dict, strict: bool = True) -> None:
     from megatron.core.utils import unwrap_model
 
     for i, chunk in enumerate(unwrap_model(chunks)):
-        chunk.load_state_dict(loaded["model" if len(chunks) == 1 else f"model{i}"])
+        result = chunk.load_state_dict(loaded["model" if len(chunks) == 1 else f"model{i}"],
+                                       strict=strict)
+        missing = [k for k in result.missing_keys if "_extra_state" not in k] if result else []
+        if missing:
+            raise ConfigError(f"model weights missing after load: {missing[:4]}")

@@ -13,10 +13,10 @@ from msm_megatron.estimate import (
     GIB,
     estimate_memory,
     format_dry_run,
-    padded_vocab_size,
     params_per_gpu,
 )
 from msm_megatron.flops import model_flops_per_token, param_count
+from msm_megatron.models.vocab import padded_vocab_size
 from msm_megatron.recipes import get_recipe
 
 
@@ -57,10 +57,13 @@ def test_tied_embeddings_are_counted_once():
     assert param_count(untied.model) - param_count(m) == m.vocab_size * m.hidden_size
 
 
-def test_vocab_padding_matches_megatron():
-    assert padded_vocab_size(model("qwen3_32b_midtrain"), 8) == 152576
-    assert padded_vocab_size(model("qwen2_5_32b_midtrain"), 8) == 152576
-    assert padded_vocab_size(model("qwen3_32b_midtrain"), 1) == 151936
+def test_vocab_padding_matches_megatron_at_tp8_and_is_the_same_at_every_tp_up_to_8():
+    for tp in (1, 2, 4, 8):  # one global embedding shape: checkpoints reshard across these TPs
+        assert padded_vocab_size(model("qwen3_32b_midtrain"), tp) == 152576  # Megatron's at TP 8
+        assert padded_vocab_size(model("qwen2_5_32b_midtrain"), tp) == 152576
+    assert padded_vocab_size(model("llama3_1_8b_midtrain"), 1) == 129024
+    assert padded_vocab_size(model("qwen3_32b_midtrain"), 16) == 153600  # 2048-row multiple
+    assert padded_vocab_size(model("qwen3_32b_midtrain"), 3) % 3 == 0
 
 
 def test_qwen3_32b_fits_at_tp8_pp2_on_16():

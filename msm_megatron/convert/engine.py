@@ -1,0 +1,291 @@
+"""The conversion engine: HF directory ⇄ Megatron ``torch_dist`` checkpoint, streaming.
+
+Both directions walk the architecture's mapping (:mod:`msm_megatron.convert.spec`) one tensor
+group at a time — one layer's fused QKV, one layer's ``[gate; up]`` … — so peak host memory is
+the largest group, not the model. Every shape is checked against the model config before any
+data is read, so a config that disagrees with the weights fails in seconds with the tensor, file
+and config fields named.
+
+A converted Megatron directory holds, besides the checkpoint itself, ``msm_convert.json`` (the
+model config, source, dtype) and ``hf_assets/`` (the source's config, generation config and
+tokenizer files), which is what an export back to HF needs. Export of a trained run reads the
+model config from the checkpoint's ``msm_meta.json`` and finds the HF assets by following the
+run's ``checkpoint.load`` back to a converted directory (or takes them from ``--hf-assets``).
+
+Examples::
+
+    hf_to_megatron("/models/Qwen3-8B", "ckpt/qwen3_8b")          # then checkpoint.load=ckpt/...
+    megatron_to_hf("runs/sft/checkpoints/iter_0000400", "runs/sft/hf/iter_0000400")
+    export_run("runs/sft")                                         # latest iteration
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from msm_megatron.config import ConfigError, ModelConfig
+from msm_megatron.convert import arch_spec
+from msm_megatron.convert.hf_io import (
+    HFCheckpoint,
+    PlannedTensor,
+    SafetensorsStreamWriter,
+    copy_assets,
+    parse_size,
+)
+from msm_megatron.convert.megatron_io import MegatronCheckpoint, PlannedChunk, write_checkpoint
+from msm_megatron.convert.spec import DIM_FIELDS, ArchSpec, Mapping, megatron_key, resolve
+from msm_megatron.models.hf_config import hf_config_from_model, load_hf_config
+from msm_megatron.models.vocab import padded_vocab_size
+
+CONVERT_META = "msm_convert.json"
+RUN_META = "msm_meta.json"
+ASSETS = "hf_assets"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+HF_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tensor", disable=not enabled, leave=False)
+
+
+def _check_hf_shapes(src: HFCheckpoint, arch: ArchSpec, model: ModelConfig) -> None:
+    """Every tensor the mapping needs is present with the shape the config implies."""
+    problems = []
+    for mapping, layer in arch.groups(model):
+        for name, shape in zip(arch.hf_names(mapping, layer), mapping.shapes, strict=True):
+            if name not in src:
+                problems.append(f"missing tensor {name}")
+                continue
+            expected = resolve(shape, model)
+            found = src.shape(name)
+            if found != expected:
+                formula = " × ".join(f"{d}={DIM_FIELDS[d]}" for d in shape)
+                problems.append(f"{name} (in {src.file_of(name)}) has shape {found}, but "
+                                f"config.json implies {expected} ({formula})")
+    if problems:
+        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise ConfigError(f"{src.path}: the weights do not match config.json "
+                          f"(model_type {model.arch}, {model.num_layers} layers, tie_word_"
+                          f"embeddings={model.tie_word_embeddings}):\n  - "
+                          + "\n  - ".join(problems[:8]) + more)
+
+
+def _plan_chunks(arch: ArchSpec, model: ModelConfig, padded: int, dtype_of) -> list[PlannedChunk]:
+    chunks = []
+    for mapping, layer in arch.groups(model):
+        shape = mapping.megatron_shape(model, padded)
+        key = megatron_key(mapping, layer)
+        if layer is None:
+            chunks.append(PlannedChunk(key, shape, (0,) * len(shape), shape,
+                                       dtype_of(mapping, layer)))
+        else:
+            chunks.append(PlannedChunk(key, (model.num_layers, *shape),
+                                       (layer,) + (0,) * len(shape), (1, *shape),
+                                       dtype_of(mapping, layer)))
+    return chunks
+
+
+def hf_to_megatron(hf_dir: str | Path, out_dir: str | Path, dtype: str | None = None,
+                   progress: bool = True) -> Path:
+    """Convert an HF model directory (safetensors) into a Megatron ``torch_dist`` checkpoint.
+
+    Args:
+        hf_dir: HF directory with ``config.json`` and ``model.safetensors`` or a sharded index.
+        out_dir: new checkpoint directory (must not already hold a checkpoint).
+        dtype: ``fp32``/``bf16``/``fp16`` to cast to; None keeps each tensor's stored dtype
+            (bit-exact round trips).
+        progress: show a progress bar.
+
+    Returns:
+        ``out_dir``, loadable with ``checkpoint.load=<out_dir>`` at any TP/PP.
+    """
+    hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+    model = load_hf_config(hf_dir)
+    arch = arch_spec(model.arch)
+    src = HFCheckpoint(hf_dir)
+    _check_hf_shapes(src, arch, model)
+    if (out_dir / ".metadata").exists():
+        raise ConfigError(f"{out_dir} already holds a checkpoint; choose a new directory")
+    padded = padded_vocab_size(model, 1)
+    cast = DTYPES[dtype] if dtype else None
+    groups = {(megatron_key(m, layer), layer): (m, layer) for m, layer in arch.groups(model)}
+
+    def dtype_of(mapping: Mapping, layer: int | None) -> torch.dtype:
+        return cast or src.dtype(arch.hf_names(mapping, layer)[0])
+
+    def produce(chunk: PlannedChunk) -> torch.Tensor:
+        layer = chunk.offset[0] if chunk.key.startswith("decoder.layers.") else None
+        mapping, layer = groups[(chunk.key, layer)]
+        tensors = [src.get(name) for name in arch.hf_names(mapping, layer)]
+        if cast is not None:
+            tensors = [t.to(cast) for t in tensors]
+        out = mapping.to_megatron(tensors, model, padded)
+        return out.unsqueeze(0) if layer is not None else out
+
+    chunks = _plan_chunks(arch, model, padded, dtype_of)
+    started = time.time()
+    with _progress(len(chunks), f"HF → Megatron {hf_dir.name}", progress) as bar:
+        write_checkpoint(out_dir, chunks, produce, on_chunk=lambda _: bar.update())
+    copy_assets(hf_dir, out_dir / ASSETS)
+    meta = {"kind": "converted from HF", "source": str(hf_dir.resolve()),
+            "model": asdict(model), "dtype": dtype or "as stored",
+            "padded_vocab_size": padded, "seconds": round(time.time() - started, 2)}
+    (out_dir / CONVERT_META).write_text(json.dumps(meta, indent=2))
+    return out_dir
+
+
+def checkpoint_model_config(ckpt_dir: str | Path) -> ModelConfig:
+    """The model config stored with a checkpoint (trained run or converted directory)."""
+    ckpt_dir = Path(ckpt_dir)
+    for name, pick in ((RUN_META, lambda m: m["config"]["model"]),
+                       (CONVERT_META, lambda m: m["model"])):
+        if (ckpt_dir / name).exists():
+            return ModelConfig(**pick(json.loads((ckpt_dir / name).read_text())))
+    raise ConfigError(f"{ckpt_dir}: no {RUN_META} or {CONVERT_META} to read the model config "
+                      "from; pass the model's HF config.json with --hf-assets")
+
+
+def find_hf_assets(ckpt_dir: Path) -> Path | None:
+    """Where the HF config/tokenizer files for a checkpoint are: its own ``hf_assets/``, those of
+    the converted checkpoint its run started from (``checkpoint.load``), or ``model.hf_path``."""
+    ckpt_dir = Path(ckpt_dir)
+    if (ckpt_dir / ASSETS).is_dir():
+        return ckpt_dir / ASSETS
+    meta_file = ckpt_dir / RUN_META
+    if not meta_file.exists():
+        return None
+    config = json.loads(meta_file.read_text())["config"]
+    start = config.get("checkpoint", {}).get("load")
+    if start:
+        start = Path(start)
+        candidates = [start / ASSETS]
+        if (start / "latest_checkpointed_iteration.txt").exists():  # a previous run's root
+            latest = (start / "latest_checkpointed_iteration.txt").read_text().strip()
+            candidates.append(start / f"iter_{int(latest):07d}")
+        for cand in candidates:
+            found = find_hf_assets(cand) if cand.name != ASSETS else (cand if cand.is_dir()
+                                                                      else None)
+            if found:
+                return found
+    hf_path = config.get("model", {}).get("hf_path")
+    if hf_path and (Path(hf_path) / "config.json").exists():
+        return Path(hf_path)
+    return None
+
+
+def _check_megatron_shapes(ckpt: MegatronCheckpoint, arch: ArchSpec, model: ModelConfig) -> None:
+    stored = ckpt.tensors()
+    problems = []
+    for mapping, layer in arch.groups(model):
+        if layer not in (None, 0):
+            continue
+        key = megatron_key(mapping, layer)
+        if key not in stored:
+            problems.append(f"missing tensor {key}")
+            continue
+        found = ckpt.shape(key)
+        expected = mapping.megatron_shape(model, found[0])  # vocab rows: as padded when saved
+        if layer is not None:
+            expected = (model.num_layers, *expected)
+        if mapping.shapes[0][:1] == ("vocab",) and found[0] < model.vocab_size:
+            problems.append(f"{key} has {found[0]} rows < vocab_size {model.vocab_size}")
+        elif found != expected:
+            problems.append(f"{key} has shape {found}, the model config implies {expected}")
+    if problems:
+        raise ConfigError(f"{ckpt.path}: the checkpoint does not match its model config "
+                          f"({model.arch}, {model.num_layers} layers, tie_word_embeddings="
+                          f"{model.tie_word_embeddings}):\n  - " + "\n  - ".join(problems))
+
+
+def _hf_config_json(model: ModelConfig, assets: Path | None, dtype: torch.dtype) -> dict:
+    base = {}
+    if assets is not None and (assets / "config.json").exists():
+        base = json.loads((assets / "config.json").read_text())
+    base.pop("rope_parameters", None)  # superseded by the modelled rope fields below
+    base.update(hf_config_from_model(model))
+    base["torch_dtype"] = HF_DTYPE_NAMES[dtype]
+    return base
+
+
+def megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | None = None,
+                   hf_assets: str | Path | None = None, max_shard_size: str | int = "5GB",
+                   model: ModelConfig | None = None, progress: bool = True) -> Path:
+    """Convert a Megatron checkpoint (any TP/PP it was saved with) into an HF directory.
+
+    Args:
+        ckpt_dir: an ``iter_XXXXXXX`` directory of a run, or a converted checkpoint.
+        out_dir: the HF directory to write (sharded safetensors + index, ``config.json``,
+            ``generation_config.json`` and tokenizer files when the assets have them).
+        dtype: ``bf16``/``fp32``/``fp16``; None keeps the checkpoint's dtype.
+        hf_assets: HF directory whose config/tokenizer files to use; found automatically for
+            converted checkpoints and runs that started from one.
+        max_shard_size: shard size limit, as in ``save_pretrained`` (``"5GB"``).
+        model: model config, when the checkpoint carries none.
+        progress: show a progress bar.
+    """
+    ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
+    ckpt = MegatronCheckpoint(ckpt_dir)
+    if hf_assets is not None:
+        assets = Path(hf_assets)
+        if not (assets / "config.json").exists():
+            raise ConfigError(f"--hf-assets {assets}: no config.json there")
+    else:
+        assets = find_hf_assets(ckpt_dir)
+    if model is None:
+        model = (checkpoint_model_config(ckpt_dir)
+                 if (ckpt_dir / RUN_META).exists() or (ckpt_dir / CONVERT_META).exists()
+                 else load_hf_config(assets) if assets else checkpoint_model_config(ckpt_dir))
+    arch = arch_spec(model.arch)
+    _check_megatron_shapes(ckpt, arch, model)
+    groups = arch.groups(model)
+    cast = DTYPES[dtype] if dtype else None
+
+    plan = []
+    for mapping, layer in groups:
+        stored = ckpt.dtype(megatron_key(mapping, layer))
+        for name, shape in zip(arch.hf_names(mapping, layer), mapping.shapes, strict=True):
+            plan.append(PlannedTensor(name, resolve(shape, model), cast or stored))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = SafetensorsStreamWriter(out_dir, plan, parse_size(max_shard_size))
+    with _progress(len(groups), f"Megatron → HF {ckpt_dir.name}", progress) as bar:
+        for mapping, layer in groups:
+            tensor = ckpt.read(megatron_key(mapping, layer), layer)
+            for name, out in zip(arch.hf_names(mapping, layer), mapping.to_hf(tensor, model),
+                                 strict=True):
+                writer.write(name, out.to(cast) if cast is not None else out)
+            del tensor
+            bar.update()
+    writer.close()
+    if assets is not None:
+        copy_assets(assets, out_dir, skip=("config.json",))
+    config = _hf_config_json(model, assets, plan[0].dtype)
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out_dir
+
+
+def export_run(run_dir: str | Path, iteration: int | None = None, out_dir: str | Path | None = None,
+               dtype: str | None = None, hf_assets: str | Path | None = None,
+               progress: bool = True) -> Path:
+    """``runs/<run>/checkpoints/iter_N`` → ``runs/<run>/hf/iter_N`` (latest N by default)."""
+    from msm_megatron.train.checkpoint import iter_dir, latest_iteration
+
+    run_dir = Path(run_dir)
+    root = run_dir / "checkpoints"
+    if iteration is None:
+        iteration = latest_iteration(root)
+        if iteration is None:
+            raise ConfigError(f"{root}: no complete checkpoint (no latest_checkpointed_"
+                              "iteration.txt); pass --iter N for a specific one")
+    source = iter_dir(root, iteration)
+    if not source.is_dir():
+        have = sorted(p.name for p in root.glob("iter_*"))
+        raise ConfigError(f"{source} does not exist; this run has: {', '.join(have) or 'none'}")
+    out = Path(out_dir) if out_dir else run_dir / "hf" / source.name
+    return megatron_to_hf(source, out, dtype=dtype, hf_assets=hf_assets, progress=progress)
