@@ -10,6 +10,8 @@ Examples::
     msm data prepare corpus.jsonl --tokenizer /models/Qwen3-8B --out runs/data/msm
     msm data prepare chats.jsonl --kind chats --tokenizer /models/Qwen3-8B --out runs/data/aft
     msm demo                                              # prepare -> toy midtrain -> packed SFT
+    msm convert hf-to-megatron /models/Qwen3-8B ckpt/qwen3_8b   # see msm_megatron/convert/commands
+    msm convert export runs/sft                           # latest checkpoint -> runs/sft/hf/iter_N
 """
 
 from __future__ import annotations
@@ -164,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--eod-token", help="end-of-document token (default: see docs/data.md)")
     prep.add_argument("--end-of-turn-token", help="token that closes an assistant turn")
     prep.set_defaults(func=cmd_data_prepare)
+    from msm_megatron.convert.commands import add_parser as add_convert_parser
+
+    add_convert_parser(sub)
     demo = sub.add_parser("demo", help="CPU demo: tokenizer, data prepare, toy midtraining + SFT")
     demo.add_argument("overrides", nargs="*", help="dotlist overrides for the toy recipe")
     demo.add_argument("--out", default="runs/demo", help="output directory")

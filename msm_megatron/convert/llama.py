@@ -12,7 +12,7 @@ ARCH = ArchSpec(
     toy_hf_config={
         "model_type": "llama", "vocab_size": 320, "hidden_size": 64, "intermediate_size": 160,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "max_position_embeddings": 128, "rope_theta": 500000.0, "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 16384, "rope_theta": 500000.0, "rms_norm_eps": 1e-5,
         "tie_word_embeddings": False,
         "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                          "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},

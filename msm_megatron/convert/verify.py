@@ -32,7 +32,7 @@ def _hf_reference(hf_dir: Path, tokens: torch.Tensor, generate: int) -> dict:
     model.eval()
     hidden: dict[int, torch.Tensor] = {}
     hooks = [layer.register_forward_hook(
-        lambda _m, _i, out, n=n: hidden.__setitem__(n, _layer_output(out).detach()))
+        lambda _m, _i, out, n=n: hidden.__setitem__(n, _layer_output(out).detach().clone()))
         for n, layer in enumerate(model.model.layers, start=1)]
     with torch.no_grad():
         logits = model(tokens).logits

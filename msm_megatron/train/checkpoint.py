@@ -284,6 +284,58 @@ def _restore_rng(rng: dict) -> None:
     tensor_parallel.get_cuda_rng_tracker().set_states(rng["tracker"])
 
 
+HF_INIT_DIR = "init_from_hf"
+ARCH_FIELDS = ("arch", "vocab_size", "hidden_size", "intermediate_size", "num_layers",
+               "num_attention_heads", "num_key_value_heads", "kv_channels", "tie_word_embeddings",
+               "qkv_bias", "qk_norm", "rope_theta", "rope_scaling_factor", "rms_norm_eps")
+
+
+def is_hf_model_dir(path: Path) -> bool:
+    return (path / "config.json").exists() and not (path / ".metadata").exists() and any(
+        path.glob("*.safetensors"))
+
+
+def resolve_load(cfg: Config, run_dir: Path) -> Path:
+    """The checkpoint directory ``checkpoint.load`` names, ready to load model weights from.
+
+    Accepts a run's checkpoints root (its latest iteration), an ``iter_XXXXXXX`` directory, a
+    converted checkpoint, or an HF model directory — converted once (rank 0, streaming) into
+    ``<run_dir>/init_from_hf`` and reused on restarts. The stored model config must match
+    ``cfg.model`` (clear error otherwise).
+    """
+    from msm_megatron.convert.engine import CONVERT_META, checkpoint_model_config, hf_to_megatron
+    from msm_megatron.models.hf_config import load_hf_config
+
+    source = Path(cfg.checkpoint.load)
+    if not source.exists():
+        raise ConfigError(f"checkpoint.load={source} does not exist")
+    if is_hf_model_dir(source):
+        _check_model(load_hf_config(source), cfg, source)
+        target = run_dir / HF_INIT_DIR
+        done = target / CONVERT_META
+        fresh = not done.exists() or json.loads(done.read_text())["source"] != str(
+            source.resolve())
+        if dist.get_rank() == 0 and fresh:
+            shutil.rmtree(target, ignore_errors=True)
+            hf_to_megatron(source, target)
+        dist.barrier()
+        return target
+    found = latest_iteration(source)
+    path = iter_dir(source, found) if found is not None else source
+    if (path / META).exists() or (path / CONVERT_META).exists():
+        _check_model(checkpoint_model_config(path), cfg, path)
+    return path
+
+
+def _check_model(saved, cfg: Config, source: Path) -> None:
+    diffs = [f"{name}: {getattr(saved, name)} there, {getattr(cfg.model, name)} here"
+             for name in ARCH_FIELDS if getattr(saved, name) != getattr(cfg.model, name)]
+    if diffs:
+        raise ConfigError(f"checkpoint.load={source} is a different model ({'; '.join(diffs)}). "
+                          "Take the architecture from it with --model-from-hf <hf dir> or set "
+                          "the model.* fields to match.")
+
+
 def load_model_weights(chunks, path: Path) -> None:
     """Load only the model weights (fine-tuning from a checkpoint; counters start at zero).
 
@@ -318,11 +370,11 @@ def _check_vocab_rows(chunks, path: Path) -> None:
     first = unwrap_model(chunks)[0]
     if key in stored and getattr(first, "pre_process", False):
         rows = stored[key].size[0]
-        mine = first.embedding.word_embeddings.num_embeddings
-        if rows != mine * first.config.tensor_model_parallel_size:
+        mine = first.embedding.word_embeddings.num_embeddings  # global (all TP ranks)
+        if rows != mine:
             raise ConfigError(
                 f"{path}: embedding has {rows} rows, this model pads its vocabulary to "
-                f"{mine * first.config.tensor_model_parallel_size} (model.vocab_size / "
+                f"{mine} (model.vocab_size / "
                 "make_vocab_size_divisible_by / parallel.tp): checkpoints reshard across TP "
                 "1, 2, 4 and 8; for another TP re-convert the HF model or export and re-import")
 

@@ -146,10 +146,9 @@ class Trainer:
             self.notes += ckpt.resume_changes(path, self.cfg, self.total_steps)
             return ckpt.load(self.cfg, self.chunks, self.optimizer, self.scheduler, path)
         if self.cfg.checkpoint.load:
-            source = Path(self.cfg.checkpoint.load)
-            found = ckpt.latest_iteration(source)
-            ckpt.load_model_weights(self.chunks, ckpt.iter_dir(source, found) if found is not None
-                                    else source)
+            source = ckpt.resolve_load(self.cfg, self.run_dir)
+            ckpt.load_model_weights(self.chunks, source)
+            self.notes.append(f"initialised model weights from {source}")
         return ckpt.TrainState()
 
     def _train_step(self) -> tuple[float, float | None, float]:

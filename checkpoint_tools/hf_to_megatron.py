@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""HF directory -> Megatron torch_dist checkpoint (loadable at any TP/PP).
+
+Usage: python checkpoint_tools/hf_to_megatron.py HF_DIR OUT [--dtype bf16]
+Same as `msm convert hf-to-megatron ...` (see `--help`).
+"""
+
+import sys
+
+from msm_megatron.convert.commands import tool_main
+
+if __name__ == "__main__":
+    sys.exit(tool_main("hf-to-megatron"))
