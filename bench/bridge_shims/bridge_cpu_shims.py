@@ -18,6 +18,13 @@ imported by ``msm_megatron``. Each shim is keyed to the exact pinned versions (m
    TE is installed, so instead this one module is executed from its real source with that single
    import line replaced by a local stand-in ``te`` whose classes match nothing (``isinstance``
    checks are False) and whose constructors raise. Nothing else sees the stand-in.
+
+``enable_cpu_runtime()`` adds three runtime stand-ins (no-ops when CUDA is available) for the
+``torch.cuda`` calls that HF -> Megatron save and Megatron -> HF export reach on CPU:
+``get_rng_state`` (an RNG snapshot stored in the checkpoint), ``synchronize`` (dist-checkpoint
+writer) and ``current_device`` (bookkeeping tensors of the dist-checkpoint save). Nothing else
+of Megatron needed adapting for conversion: Bridge builds the model with
+``use_cpu_initialization=True`` and skips weight initialisation, so no CUDA RNG is touched.
 """
 
 from __future__ import annotations
@@ -32,6 +39,20 @@ import typing
 PAGED_STASH = "megatron.core.transformer.moe.ops.paged_stash"
 LORA_LAYERS = "megatron.bridge.peft.lora_layers"
 _TE_IMPORT_LINE = "import transformer_engine.pytorch as te\n"
+EXPECTED_VERSIONS = {"megatron-core": "0.19.", "megatron-bridge": "0.6.2"}
+
+
+def check_versions() -> None:
+    """Refuse versions these shims were not written for."""
+    from importlib.metadata import version
+
+    for dist, prefix in EXPECTED_VERSIONS.items():
+        found = version(dist)
+        if not found.startswith(prefix):
+            raise RuntimeError(
+                f"bench/bridge_shims was written for {dist} {prefix}*, found {found}; "
+                "re-run bench/bridge_env.sh or update the shims"
+            )
 
 
 def _unavailable(what: str):
@@ -113,17 +134,28 @@ def install() -> None:
     global _installed
     if _installed:
         return
+    check_versions()
     if sys.version_info < (3, 12) and not hasattr(typing, "override"):
         import typing_extensions
 
         typing.override = typing_extensions.override
     if importlib.util.find_spec("triton") is None:
         sys.modules.setdefault(PAGED_STASH, _paged_stash_standin())
-    try:
-        importlib.util.find_spec("transformer_engine")
-        have_te = importlib.util.find_spec("transformer_engine") is not None
-    except (ImportError, ValueError):
-        have_te = False
-    if not have_te:
+    if importlib.util.find_spec("transformer_engine") is None:
         sys.meta_path.insert(0, _ShimFinder())
     _installed = True
+
+
+def enable_cpu_runtime() -> None:
+    """Runtime CPU adaptations (call after ``import torch``, before converting). No-op with CUDA."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    # save_megatron_model stores an RNG snapshot (torch.cuda.get_rng_state) in the checkpoint.
+    torch.cuda.get_rng_state = lambda *a, **k: torch.get_rng_state()
+    # The dist-checkpoint writer syncs the device after staging tensors to host memory.
+    torch.cuda.synchronize = lambda *a, **k: None
+    # Megatron places small bookkeeping tensors (e.g. the dist-checkpoint failure flag that is
+    # all-reduced after a save) on torch.cuda.current_device().
+    torch.cuda.current_device = lambda: "cpu"

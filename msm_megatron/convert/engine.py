@@ -22,6 +22,7 @@ Examples::
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -35,10 +36,18 @@ from msm_megatron.convert.hf_io import (
     PlannedTensor,
     SafetensorsStreamWriter,
     copy_assets,
+    is_hf_model_dir,
     parse_size,
 )
 from msm_megatron.convert.megatron_io import MegatronCheckpoint, PlannedChunk, write_checkpoint
-from msm_megatron.convert.spec import DIM_FIELDS, ArchSpec, Mapping, megatron_key, resolve
+from msm_megatron.convert.spec import (
+    DIM_FIELDS,
+    ArchSpec,
+    Mapping,
+    megatron_key,
+    pad_rows,
+    resolve,
+)
 from msm_megatron.models.hf_config import hf_config_from_model, load_hf_config
 from msm_megatron.models.vocab import padded_vocab_size
 
@@ -77,18 +86,35 @@ def _check_hf_shapes(src: HFCheckpoint, arch: ArchSpec, model: ModelConfig) -> N
                           + "\n  - ".join(problems[:8]) + more)
 
 
+# Row-separable tensors (embeddings, LM head) are converted in blocks of at most this many bytes.
+BLOCK_BYTES = 64 * 2**20
+
+
+def row_blocks(rows: int, row_bytes: int, block_bytes: int = BLOCK_BYTES) -> list[tuple[int, int]]:
+    """``[start, stop)`` row ranges of at most ``block_bytes`` each (at least one row)."""
+    step = max(1, block_bytes // max(1, row_bytes))
+    return [(start, min(rows, start + step)) for start in range(0, rows, step)]
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
 def _plan_chunks(arch: ArchSpec, model: ModelConfig, padded: int, dtype_of) -> list[PlannedChunk]:
     chunks = []
     for mapping, layer in arch.groups(model):
         shape = mapping.megatron_shape(model, padded)
-        key = megatron_key(mapping, layer)
-        if layer is None:
-            chunks.append(PlannedChunk(key, shape, (0,) * len(shape), shape,
-                                       dtype_of(mapping, layer)))
-        else:
+        key, dtype = megatron_key(mapping, layer), dtype_of(mapping, layer)
+        if layer is not None:
             chunks.append(PlannedChunk(key, (model.num_layers, *shape),
-                                       (layer,) + (0,) * len(shape), (1, *shape),
-                                       dtype_of(mapping, layer)))
+                                       (layer,) + (0,) * len(shape), (1, *shape), dtype))
+            continue
+        row_bytes = math.prod(shape[1:]) * _element_size(dtype)
+        blocks = (row_blocks(shape[0], row_bytes) if mapping.row_separable
+                  else [(0, shape[0])])
+        for start, stop in blocks:
+            chunks.append(PlannedChunk(key, shape, (start,) + (0,) * (len(shape) - 1),
+                                       (stop - start, *shape[1:]), dtype))
     return chunks
 
 
@@ -123,7 +149,14 @@ def hf_to_megatron(hf_dir: str | Path, out_dir: str | Path, dtype: str | None = 
     def produce(chunk: PlannedChunk) -> torch.Tensor:
         layer = chunk.offset[0] if chunk.key.startswith("decoder.layers.") else None
         mapping, layer = groups[(chunk.key, layer)]
-        tensors = [src.get(name) for name in arch.hf_names(mapping, layer)]
+        names = arch.hf_names(mapping, layer)
+        if layer is None and mapping.row_separable:  # one row block; rows past HF's are zero
+            start, stop = chunk.offset[0], chunk.offset[0] + chunk.shape[0]
+            have = src.shape(names[0])[0]
+            part = src.get(names[0], rows=(min(start, have), min(stop, have)))
+            out = pad_rows(part.to(cast) if cast is not None else part, stop - start)
+            return out
+        tensors = [src.get(name) for name in names]
         if cast is not None:
             tensors = [t.to(cast) for t in tensors]
         out = mapping.to_megatron(tensors, model, padded)
@@ -153,27 +186,26 @@ def checkpoint_model_config(ckpt_dir: str | Path) -> ModelConfig:
 
 
 def find_hf_assets(ckpt_dir: Path) -> Path | None:
-    """Where the HF config/tokenizer files for a checkpoint are: its own ``hf_assets/``, those of
-    the converted checkpoint its run started from (``checkpoint.load``), or ``model.hf_path``."""
+    """Where the HF config/tokenizer files for a checkpoint are: its own ``hf_assets/``, else
+    what its run started from (``checkpoint.load``: an HF directory, a converted checkpoint or
+    an earlier run, followed back), else ``model.hf_path``."""
+    from msm_megatron.train.checkpoint import iter_dir, latest_iteration
+
     ckpt_dir = Path(ckpt_dir)
     if (ckpt_dir / ASSETS).is_dir():
         return ckpt_dir / ASSETS
-    meta_file = ckpt_dir / RUN_META
-    if not meta_file.exists():
+    if not (ckpt_dir / RUN_META).exists():
         return None
-    config = json.loads(meta_file.read_text())["config"]
+    config = json.loads((ckpt_dir / RUN_META).read_text())["config"]
     start = config.get("checkpoint", {}).get("load")
-    if start:
+    if start and Path(start).exists():
         start = Path(start)
-        candidates = [start / ASSETS]
-        if (start / "latest_checkpointed_iteration.txt").exists():  # a previous run's root
-            latest = (start / "latest_checkpointed_iteration.txt").read_text().strip()
-            candidates.append(start / f"iter_{int(latest):07d}")
-        for cand in candidates:
-            found = find_hf_assets(cand) if cand.name != ASSETS else (cand if cand.is_dir()
-                                                                      else None)
-            if found:
-                return found
+        if is_hf_model_dir(start):
+            return start
+        found = latest_iteration(start)
+        found = find_hf_assets(iter_dir(start, found) if found is not None else start)
+        if found:
+            return found
     hf_path = config.get("model", {}).get("hf_path")
     if hf_path and (Path(hf_path) / "config.json").exists():
         return Path(hf_path)
@@ -253,16 +285,24 @@ def megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | None 
         for name, shape in zip(arch.hf_names(mapping, layer), mapping.shapes, strict=True):
             plan.append(PlannedTensor(name, resolve(shape, model), cast or stored))
     out_dir.mkdir(parents=True, exist_ok=True)
+    def pieces():  # (HF name, tensor or row block), in plan order, one group at a time
+        for mapping, layer in groups:
+            key, names = megatron_key(mapping, layer), arch.hf_names(mapping, layer)
+            if layer is None and mapping.row_separable:  # in row blocks, HF rows only
+                rows, cols = resolve(mapping.shapes[0], model)[0], ckpt.shape(key)[1:]
+                row_bytes = math.prod(cols) * _element_size(ckpt.dtype(key))
+                for start, stop in row_blocks(rows, row_bytes):
+                    part = ckpt.read(key, rows=(start, stop))
+                    yield names[0], part.to(cast) if cast is not None else part
+            else:
+                outs = mapping.to_hf(ckpt.read(key, layer), model)
+                for name, out in zip(names, outs, strict=True):
+                    yield name, out.to(cast) if cast is not None else out
+            bar.update()
+
     writer = SafetensorsStreamWriter(out_dir, plan, parse_size(max_shard_size))
     with _progress(len(groups), f"Megatron → HF {ckpt_dir.name}", progress) as bar:
-        for mapping, layer in groups:
-            tensor = ckpt.read(megatron_key(mapping, layer), layer)
-            for name, out in zip(arch.hf_names(mapping, layer), mapping.to_hf(tensor, model),
-                                 strict=True):
-                writer.write(name, out.to(cast) if cast is not None else out)
-            del tensor
-            bar.update()
-    writer.close()
+        writer.write_all(pieces())
     if assets is not None:
         copy_assets(assets, out_dir, skip=("config.json",))
     config = _hf_config_json(model, assets, plan[0].dtype)

@@ -1,7 +1,7 @@
 """HF checkpoint directories: lazy safetensors reading and streaming sharded writing.
 
-Reading opens every shard with ``safetensors.safe_open`` and loads one tensor at a time; shapes
-and dtypes come from the shard headers without reading data. Writing follows the safetensors
+Reading parses each shard's header (shapes, dtypes, byte ranges) and reads one tensor — or one
+row range of it — at a time with plain file reads. Writing follows the safetensors
 format (an 8-byte little-endian header length, a JSON header with each tensor's dtype, shape and
 byte range, then the raw bytes) with the header computed up front from the planned tensor list,
 so tensors are written as they are produced and never held together: peak memory is one tensor
@@ -34,17 +34,39 @@ SAFETENSORS_DTYPES = {
 DTYPES_BY_NAME = {name: dtype for dtype, name in SAFETENSORS_DTYPES.items()}
 
 
+def read_safetensors_header(path: Path) -> tuple[dict, int]:
+    """A safetensors file's header (name -> dtype/shape/data_offsets) and where data starts."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        length = struct.unpack("<Q", raw)[0] if len(raw) == 8 else size
+        if length > size - 8:
+            raise ConfigError(f"{path}: not a safetensors file (or truncated)")
+        try:
+            header = json.loads(f.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: unreadable safetensors header ({exc})") from exc
+    header.pop("__metadata__", None)
+    end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
+    if 8 + length + end > size:
+        raise ConfigError(f"{path}: truncated ({size} bytes, header promises {8 + length + end});"
+                          " re-download it")
+    return header, 8 + length
+
+
 class HFCheckpoint:
-    """An HF model directory's safetensors weights, read lazily.
+    """An HF model directory's safetensors weights, read one tensor (or row range) at a time.
+
+    Tensors are read with plain file reads into memory the caller owns — not memory-mapped —
+    so a streaming conversion's resident memory is the tensors in flight, not the pages of
+    every shard it has touched.
 
     Raises:
-        ConfigError: no safetensors weights, an index naming missing shard files, unreadable
-            shards. Messages name the directory and files.
+        ConfigError: no safetensors weights, an index naming missing shard files, truncated or
+            unreadable shards. Messages name the directory and files.
     """
 
     def __init__(self, path: str | Path):
-        from safetensors import safe_open
-
         self.path = Path(path)
         if not self.path.is_dir():
             raise ConfigError(f"{self.path}: not a directory (expected an HF model directory)")
@@ -67,35 +89,46 @@ class HFCheckpoint:
             raise ConfigError(f"{self.path}: {len(missing)} of {len(files)} weight shards named "
                               f"in {INDEX} are missing: {', '.join(missing[:5])}"
                               f"{' …' if len(missing) > 5 else ''} (incomplete download?)")
-        self._handles = {}
-        self._where: dict[str, str] = {}
+        self._entries: dict[str, tuple[str, dict, int]] = {}
         for name in files:
-            try:
-                handle = safe_open(str(self.path / name), framework="pt")
-            except Exception as exc:  # safetensors raises its own error types
-                raise ConfigError(f"{self.path / name}: unreadable safetensors file ({exc})"
-                                  ) from exc
-            self._handles[name] = handle
-            for key in handle.keys():
-                self._where[key] = name
+            header, data_start = read_safetensors_header(self.path / name)
+            for key, entry in header.items():
+                self._entries[key] = (name, entry, data_start)
 
     def keys(self) -> list[str]:
-        return list(self._where)
+        return list(self._entries)
 
     def file_of(self, name: str) -> str:
-        return self._where[name]
+        return self._entries[name][0]
 
     def __contains__(self, name: str) -> bool:
-        return name in self._where
+        return name in self._entries
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._handles[self._where[name]].get_slice(name).get_shape())
+        return tuple(self._entries[name][1]["shape"])
 
     def dtype(self, name: str) -> torch.dtype:
-        return DTYPES_BY_NAME[self._handles[self._where[name]].get_slice(name).get_dtype()]
+        code = self._entries[name][1]["dtype"]
+        if code not in DTYPES_BY_NAME:
+            raise ConfigError(f"{self.path / self.file_of(name)}: {name} has dtype {code}, "
+                              "which the converter does not handle")
+        return DTYPES_BY_NAME[code]
 
-    def get(self, name: str) -> torch.Tensor:
-        return self._handles[self._where[name]].get_tensor(name)
+    def get(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Tensor ``name`` (or its rows ``[start, stop)``), in freshly allocated memory."""
+        file, entry, data_start = self._entries[name]
+        shape, dtype = list(entry["shape"]), self.dtype(name)
+        begin, end = entry["data_offsets"]
+        if rows is not None:
+            row_bytes = (end - begin) // shape[0] if shape[0] else 0
+            begin, end = begin + rows[0] * row_bytes, begin + rows[1] * row_bytes
+            shape[0] = rows[1] - rows[0]
+        buffer = torch.empty(end - begin, dtype=torch.uint8)
+        with open(self.path / file, "rb") as f:
+            f.seek(data_start + begin)
+            if f.readinto(memoryview(buffer.numpy())) != end - begin:
+                raise ConfigError(f"{self.path / file}: truncated while reading {name}")
+        return buffer.view(dtype).reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -156,6 +189,7 @@ class SafetensorsStreamWriter:
             f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
         self.order = [item for shard in self.shards for item in shard]
         self.position = 0
+        self._written = 0  # bytes of the current tensor written so far
         self._shard = -1
         self._stream = None
         self._starts = [0]
@@ -180,18 +214,42 @@ class SafetensorsStreamWriter:
         self._shard = index
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
-        """Write the next planned tensor (must match the plan's name, shape and dtype)."""
+        """Write the next planned tensor — whole, or as consecutive row blocks (each call one
+        block) — matching the plan's name, dtype and trailing shape."""
         expected = self.order[self.position]
-        if (name, tuple(tensor.shape), tensor.dtype) != (expected.name, expected.shape,
-                                                         expected.dtype):
+        if (name, tuple(tensor.shape[1:]), tensor.dtype) != (expected.name, expected.shape[1:],
+                                                             expected.dtype):
             raise RuntimeError(f"writer expected {expected}, got {name} {tuple(tensor.shape)} "
                                f"{tensor.dtype}")
-        shard = next(i for i in range(len(self.shards)) if self.position < self._starts[i + 1])
-        if shard != self._shard:
-            self._open_shard(shard)
+        if self._written == 0:
+            shard = next(i for i in range(len(self.shards))
+                         if self.position < self._starts[i + 1])
+            if shard != self._shard:
+                self._open_shard(shard)
         data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
         self._stream.write(memoryview(data))
-        self.position += 1
+        self._written += data.nbytes
+        if self._written > expected.nbytes:
+            raise RuntimeError(f"{name}: more rows than planned {expected.shape}")
+        if self._written == expected.nbytes:
+            self.position += 1
+            self._written = 0
+
+    def write_all(self, pieces) -> None:
+        """Write ``(name, tensor)`` pieces from an iterator and close; each write runs on a
+        background thread while the next piece is produced (at most one piece waits), so
+        reading and writing overlap at the cost of one extra piece in memory."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for name, tensor in pieces:
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(self.write, name, tensor)
+            if pending is not None:
+                pending.result()
+        self.close()
 
     def close(self) -> None:
         if self._stream is not None:
@@ -204,6 +262,13 @@ class SafetensorsStreamWriter:
             total = sum(item.nbytes for item in self.order)
             (self.out_dir / INDEX).write_text(json.dumps(
                 {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+
+
+def is_hf_model_dir(path: Path) -> bool:
+    """An HF model directory: ``config.json`` and safetensors weights (not a Megatron dir)."""
+    path = Path(path)
+    return ((path / "config.json").exists() and not (path / ".metadata").exists()
+            and any(path.glob("*.safetensors")))
 
 
 def copy_assets(src: Path, dst: Path, skip: Iterable[str] = ()) -> list[str]:

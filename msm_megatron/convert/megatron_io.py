@@ -207,15 +207,18 @@ class MegatronCheckpoint:
     def dtype(self, key: str) -> torch.dtype:
         return self.tensors()[key].properties.dtype
 
-    def read(self, key: str, layer: int | None = None) -> torch.Tensor:
-        """A whole tensor, or layer ``layer`` of a stacked one (without the layer axis)."""
+    def read(self, key: str, layer: int | None = None,
+             rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """A whole tensor, its rows ``[start, stop)``, or layer ``layer`` of a stacked one
+        (without the layer axis)."""
         shape = self.shape(key)
-        if layer is None:
-            dest = torch.empty(shape, dtype=self.dtype(key))
-            offset = (0,) * len(shape)
-        else:
-            dest = torch.empty((1, *shape[1:]), dtype=self.dtype(key))
-            offset = (layer,) + (0,) * (len(shape) - 1)
-        dcp.load({}, storage_reader=self.reader, planner=_SliceLoadPlanner({key: (offset, dest)}),
-                 no_dist=True)
+        offset = [0] * len(shape)
+        want = list(shape)
+        if layer is not None:
+            offset[0], want[0] = layer, 1
+        elif rows is not None:
+            offset[0], want[0] = rows[0], rows[1] - rows[0]
+        dest = torch.empty(want, dtype=self.dtype(key))
+        dcp.load({}, storage_reader=self.reader,
+                 planner=_SliceLoadPlanner({key: (tuple(offset), dest)}), no_dist=True)
         return dest if layer is None else dest[0]

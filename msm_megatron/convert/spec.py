@@ -47,6 +47,14 @@ DIM_FIELDS = {
 Shape = tuple[str, ...]
 
 
+def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """``tensor`` extended with zero rows to ``rows`` rows."""
+    missing = rows - tensor.shape[0]
+    if missing == 0:
+        return tensor
+    return torch.cat([tensor, tensor.new_zeros(missing, *tensor.shape[1:])])
+
+
 def resolve(shape: Shape, model: ModelConfig) -> tuple[int, ...]:
     """Concrete sizes of a symbolic shape."""
     return tuple(DIMS[d](model) for d in shape)
@@ -65,6 +73,9 @@ class Mapping:
     megatron: str
     hf: tuple[str, ...]
     shapes: tuple[Shape, ...]
+    # Megatron row r is HF row r (rows past the HF tensor's are zero): the engine may convert
+    # such a tensor in row blocks to bound memory (embeddings, LM head).
+    row_separable = False
 
     def to_megatron(self, tensors: list[torch.Tensor], model: ModelConfig,
                     padded_vocab: int) -> torch.Tensor:
@@ -83,6 +94,8 @@ class Mapping:
 @dataclass(frozen=True)
 class Rename(Mapping):
     """Same tensor, different name."""
+
+    row_separable = True
 
     def __init__(self, hf: str, megatron: str, shape: Shape):
         object.__setattr__(self, "megatron", megatron)
@@ -103,17 +116,15 @@ class Rename(Mapping):
 class VocabRows(Mapping):
     """Embedding / LM head: rows padded with zeros to the padded vocabulary; cut on export."""
 
+    row_separable = True
+
     def __init__(self, hf: str, megatron: str):
         object.__setattr__(self, "megatron", megatron)
         object.__setattr__(self, "hf", (hf,))
         object.__setattr__(self, "shapes", (("vocab", "hidden"),))
 
     def to_megatron(self, tensors, model, padded_vocab):
-        weight = tensors[0]
-        pad = padded_vocab - weight.shape[0]
-        if pad == 0:
-            return weight
-        return torch.cat([weight, weight.new_zeros(pad, weight.shape[1])])
+        return pad_rows(tensors[0], padded_vocab)
 
     def to_hf(self, tensor, model):
         return [tensor[: model.vocab_size]]

@@ -290,11 +290,6 @@ ARCH_FIELDS = ("arch", "vocab_size", "hidden_size", "intermediate_size", "num_la
                "qkv_bias", "qk_norm", "rope_theta", "rope_scaling_factor", "rms_norm_eps")
 
 
-def is_hf_model_dir(path: Path) -> bool:
-    return (path / "config.json").exists() and not (path / ".metadata").exists() and any(
-        path.glob("*.safetensors"))
-
-
 def resolve_load(cfg: Config, run_dir: Path) -> Path:
     """The checkpoint directory ``checkpoint.load`` names, ready to load model weights from.
 
@@ -304,6 +299,7 @@ def resolve_load(cfg: Config, run_dir: Path) -> Path:
     ``cfg.model`` (clear error otherwise).
     """
     from msm_megatron.convert.engine import CONVERT_META, checkpoint_model_config, hf_to_megatron
+    from msm_megatron.convert.hf_io import is_hf_model_dir
     from msm_megatron.models.hf_config import load_hf_config
 
     source = Path(cfg.checkpoint.load)

@@ -99,6 +99,9 @@ def test_train_from_hf_export_and_verify(toy_config, tmp_path):
     train(run, ["--dtype", "fp32"], 0, tmp_path / "export.log", entry=(*CONVERT, "export"))
     exported = run / "hf" / "iter_0000004"
     assert (exported / "config.json").exists() and (exported / "model.safetensors").exists()
+    # HF assets found by following checkpoint.load back to the HF directory
+    assert (exported / "generation_config.json").read_text() == (
+        hf / "generation_config.json").read_text()
     report = run_verify(exported, run / "checkpoints" / "iter_0000004", tmp_path, tp=2)
     assert report["passed"] and report["greedy"]["match"]
 
