@@ -10,7 +10,9 @@ Run::
 2. prepares the corpus (documents) and the example AFT + instruction chats (with assistant-only
    loss masks) as Megatron indexed datasets;
 3. midtrains the toy Qwen3 on the corpus (concat-and-split sequences, LM loss);
-4. fine-tunes it on the chats from the midtraining weights (packed THD rows, assistant-only loss).
+4. fine-tunes it on the chats from the midtraining weights (packed THD rows, assistant-only loss);
+5. exports the fine-tuned checkpoint as an HF model (safetensors, config, tokenizer) and, when
+   transformers is installed, checks that transformers computes the same logits as Megatron.
 
 Every step is resumable: the tokenizer and datasets are reused when present, and each training
 stage resumes from its latest checkpoint.
@@ -106,7 +108,35 @@ def run_demo(out_dir: Path, nproc: int = 1, overrides: list[str] | None = None) 
     code = _train(sft, out_dir / "sft_config.yaml", nproc)
     _summarize({"midtraining (LM loss)": mid_dir, "SFT (packed, assistant-only)": sft_dir},
                out_dir / "loss.png")
-    return code
+    if code:
+        return code
+    return export_and_check(sft_dir, out_dir / "tokenizer")
+
+
+def export_and_check(run_dir: Path, tokenizer_dir: Path) -> int:
+    """HF export of the run's latest checkpoint; logit check against Megatron if possible."""
+    import importlib.util
+
+    from msm_megatron.convert.engine import export_run
+    from msm_megatron.train.checkpoint import iter_dir, latest_iteration
+
+    hf_dir = export_run(run_dir, hf_assets=tokenizer_dir, progress=False)
+    print(f"[demo] HF export (safetensors + config + tokenizer): {hf_dir}")
+    if importlib.util.find_spec("transformers") is None:
+        print("[demo] transformers not installed: skipping the HF-vs-Megatron logit check")
+        return 0
+    from msm_megatron.convert.verify import verify
+    from msm_megatron.distributed import destroy_distributed
+
+    ckpt = iter_dir(run_dir / "checkpoints", latest_iteration(run_dir / "checkpoints"))
+    try:
+        report = verify(hf_dir, ckpt, generate=4, tolerance=1e-4)
+    finally:
+        destroy_distributed()
+    print(f"[demo] transformers vs Megatron on 32 tokens: max |Δ logits| "
+          f"{report['logits']['max_abs']:.1e}, greedy tokens "
+          f"{'match' if report['greedy']['match'] else 'DIFFER'}")
+    return 0 if report["passed"] else 1
 
 
 def _summarize(runs: dict[str, Path], png_path: Path) -> None:

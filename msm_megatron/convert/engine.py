@@ -256,8 +256,9 @@ def megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | None 
         out_dir: the HF directory to write (sharded safetensors + index, ``config.json``,
             ``generation_config.json`` and tokenizer files when the assets have them).
         dtype: ``bf16``/``fp32``/``fp16``; None keeps the checkpoint's dtype.
-        hf_assets: HF directory whose config/tokenizer files to use; found automatically for
-            converted checkpoints and runs that started from one.
+        hf_assets: HF model or tokenizer directory whose config/tokenizer files to use (its
+            ``config.json``, if any, is the base of the exported one); found automatically for
+            converted checkpoints and runs that started from an HF model.
         max_shard_size: shard size limit, as in ``save_pretrained`` (``"5GB"``).
         model: model config, when the checkpoint carries none.
         progress: show a progress bar.
@@ -266,14 +267,16 @@ def megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | None 
     ckpt = MegatronCheckpoint(ckpt_dir)
     if hf_assets is not None:
         assets = Path(hf_assets)
-        if not (assets / "config.json").exists():
-            raise ConfigError(f"--hf-assets {assets}: no config.json there")
+        if not assets.is_dir():
+            raise ConfigError(f"--hf-assets {assets}: not a directory (expected an HF model or "
+                              "tokenizer directory)")
     else:
         assets = find_hf_assets(ckpt_dir)
     if model is None:
         model = (checkpoint_model_config(ckpt_dir)
                  if (ckpt_dir / RUN_META).exists() or (ckpt_dir / CONVERT_META).exists()
-                 else load_hf_config(assets) if assets else checkpoint_model_config(ckpt_dir))
+                 else load_hf_config(assets) if assets and (assets / "config.json").exists()
+                 else checkpoint_model_config(ckpt_dir))
     arch = arch_spec(model.arch)
     _check_megatron_shapes(ckpt, arch, model)
     groups = arch.groups(model)
