@@ -3,14 +3,15 @@ param gather) and activation recompute equal a single rank without recompute.
 
 Every layout starts from the same initial weights (a `train.steps=0` checkpoint written by one
 rank and resharded on load) and trains 4 optimizer steps on the same global batches in fp32.
-Losses and grad norms must match the single-rank run to ≤ 1e-6.
+Losses must match the single-rank run to ≤ 1e-6 and grad norms to ≤ 5e-6 relative (fp32
+reduction order; see ``launch.assert_same_trajectory``).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.distributed.launch import metrics, train
+from tests.distributed.launch import assert_same_trajectory, metrics, train
 
 pytestmark = pytest.mark.distributed
 
@@ -48,11 +49,8 @@ def test_layout_matches_single_rank(name, toy_config, reference, tmp_path):
     run = tmp_path / name
     train(toy_config, [f"train.run_dir={run}", f"checkpoint.load={init}", *overrides], nproc,
           tmp_path / f"{name}.log")
-    got = metrics(run)
-    assert sorted(got) == sorted(ref) == [1, 2, 3, 4]
-    for step in ref:
-        assert abs(got[step]["loss"] - ref[step]["loss"]) <= 1e-6, (step, got[step], ref[step])
-        assert abs(got[step]["grad_norm"] - ref[step]["grad_norm"]) <= 1e-6, (step, name)
+    assert sorted(ref) == [1, 2, 3, 4]
+    assert_same_trajectory(metrics(run), ref, name)
     # Training moved the weights: losses after updates differ from the first.
     assert ref[4]["loss"] != ref[1]["loss"]
 
@@ -89,7 +87,4 @@ def test_other_architectures_match_single_rank(arch, toy_config, tmp_path):
     for i, layout in enumerate(layouts):
         run = tmp_path / f"run{i}"
         train(toy_config, [f"train.run_dir={run}", load, *shape, *layout], 2, tmp_path / f"{i}.log")
-        got = metrics(run)
-        for step in ref:
-            assert abs(got[step]["loss"] - ref[step]["loss"]) <= 1e-6, (arch, layout, step)
-            assert abs(got[step]["grad_norm"] - ref[step]["grad_norm"]) <= 1e-6, (arch, layout)
+        assert_same_trajectory(metrics(run), ref, (arch, layout))
