@@ -60,7 +60,7 @@ class _CudaToCpuMode(TorchFunctionMode):
             return _CUDA_TYPE_NAMES.get(args[0].dtype, func(*args))
         if _is_cuda_device(kwargs.get("device")):
             kwargs["device"] = "cpu"
-        if func in (torch.Tensor.to, torch.Tensor.new_empty, torch.Tensor.new_zeros) and args:
+        if func is torch.Tensor.to and args:  # .to(0) / .to("cuda"); new_zeros' ints are sizes
             args = tuple("cpu" if i > 0 and _is_cuda_device(a) else a for i, a in enumerate(args))
         return func(*args, **kwargs)
 

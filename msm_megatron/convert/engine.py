@@ -273,9 +273,9 @@ def megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | None 
     else:
         assets = find_hf_assets(ckpt_dir)
     if model is None:
-        model = (checkpoint_model_config(ckpt_dir)
-                 if (ckpt_dir / RUN_META).exists() or (ckpt_dir / CONVERT_META).exists()
-                 else load_hf_config(assets) if assets and (assets / "config.json").exists()
+        stored = (ckpt_dir / RUN_META).exists() or (ckpt_dir / CONVERT_META).exists()
+        from_assets = assets is not None and (assets / "config.json").exists()
+        model = (load_hf_config(assets) if from_assets and not stored
                  else checkpoint_model_config(ckpt_dir))
     arch = arch_spec(model.arch)
     _check_megatron_shapes(ckpt, arch, model)

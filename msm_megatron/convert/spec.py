@@ -52,7 +52,7 @@ def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
     missing = rows - tensor.shape[0]
     if missing == 0:
         return tensor
-    return torch.cat([tensor, tensor.new_zeros(missing, *tensor.shape[1:])])
+    return torch.cat([tensor, tensor.new_zeros((missing, *tensor.shape[1:]))])
 
 
 def resolve(shape: Shape, model: ModelConfig) -> tuple[int, ...]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from msm_megatron.config import Config, ParallelConfig, TrainConfig
+from msm_megatron.config import Config, ConfigError, ParallelConfig, TrainConfig
 
 
 def _layer_output(output) -> torch.Tensor:
@@ -119,7 +119,7 @@ def verify(hf_dir: str | Path, ckpt_dir: str | Path, num_tokens: int = 32,
     hf_dir, ckpt_dir = Path(hf_dir), Path(ckpt_dir)
     try:
         model = checkpoint_model_config(ckpt_dir)
-    except Exception:
+    except ConfigError:  # a bare Megatron checkpoint: the HF side describes the model
         model = load_hf_config(hf_dir)
     if "RANK" not in os.environ:
         os.environ.setdefault("MASTER_PORT", str(free_port()))

@@ -110,3 +110,24 @@ def load_yaml_with(path, overrides):
     from msm_megatron.config import apply_overrides
 
     return apply_overrides(load_yaml(path), overrides)
+
+
+@pytest.mark.parametrize(("layout", "tied"), [("parallel.pp=2", False), ("parallel.tp=2", True)],
+                         ids=["pp2-untied", "tp2-tied"])
+def test_hf_through_a_sharded_training_checkpoint_and_back_is_bit_exact(layout, tied, toy_config,
+                                                                        tmp_path):
+    """HF → trainer at TP2/PP2 (saves its own sharded checkpoint, 0 steps) → export == HF."""
+    from safetensors.torch import load_file
+
+    overrides = [f"model.tie_word_embeddings={str(tied).lower()}"]
+    model = load_yaml_with(toy_config, overrides).model
+    skip = ("model_type", "architectures", "initializer_range", "tie_word_embeddings")
+    hf = save_random_hf_model("qwen3", tmp_path / "hf", tied=tied, **{
+        k: v for k, v in hf_config_from_model(model).items() if k not in skip})
+    run = tmp_path / "run"
+    train(toy_config, [*overrides, f"train.run_dir={run}", f"checkpoint.load={hf}",
+                       "train.steps=0", layout], 2, tmp_path / "train.log")
+    train(run, ["--quiet"], 0, tmp_path / "export.log", entry=(*CONVERT, "export"))
+    a, b = load_file(hf / "model.safetensors"), load_file(
+        run / "hf" / "iter_0000000" / "model.safetensors")
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -20,6 +20,10 @@ SCRIPT = textwrap.dedent("""
     assert torch.ones(2).cuda().device.type == "cpu"
     assert torch.ones(2).to("cuda").device.type == "cpu"
     assert torch.zeros(2, device=torch.cuda.current_device()).device.type == "cpu"
+    assert torch.ones(2).to(0).device.type == "cpu"  # an int passed to .to() is a device
+    # ... but the ints of new_zeros/new_empty are sizes (found converting HF weights in a rank)
+    assert torch.ones(1).new_zeros(2, 3).shape == (2, 3)
+    assert torch.ones(1).new_empty(4, 5, device="cuda").shape == (4, 5)
     # Megatron classifies parameters by CUDA type strings
     assert torch.ones(1).type() == "torch.cuda.FloatTensor"
     assert torch.ones(1, dtype=torch.bfloat16).type() == "torch.cuda.BFloat16Tensor"
