@@ -32,9 +32,11 @@ setup(
         "jinja2",
         "matplotlib",
     ],
+    # sniffio: without it httpcore retries `import sniffio` on every request (~1 ms of CPU each
+    # at high concurrency; see bench/generate.py).
     extras_require={
-        "dev": ["pytest>=8", "ruff", "transformers", "safetensors"],
-        "gen": ["httpx"],
+        "dev": ["pytest>=8", "ruff", "transformers", "safetensors", "httpx", "sniffio"],
+        "gen": ["httpx", "sniffio"],
         "eval": ["transformers", "safetensors"],
         "wandb": ["wandb"],
         "bench": ["trl>=1.16,<1.17"],

@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     from msm_megatron.convert.commands import add_parser as add_convert_parser
 
     add_convert_parser(sub)
+    from msm_megatron.generate.commands import add_parser as add_generate_parser
+
+    add_generate_parser(sub)
     demo = sub.add_parser("demo", help="CPU demo: tokenizer, data prepare, toy midtraining + SFT")
     demo.add_argument("overrides", nargs="*", help="dotlist overrides for the toy recipe")
     demo.add_argument("--out", default="runs/demo", help="output directory")

@@ -1,0 +1,1 @@
+"""Synthetic data generation: LLM backends, the call cache and runner, and the MSM pipelines."""
