@@ -240,8 +240,8 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
     return cls(**kwargs)
 
 
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Return a new config with dotlist overrides (``optim.lr=2e-5``) applied."""
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """Return a new config (of ``cfg``'s class) with dotlist overrides (``optim.lr=2e-5``)."""
     data = to_dict(cfg)
     for item in overrides:
         if "=" not in item:
@@ -249,7 +249,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
                 f"override '{item}' must look like section.key=value (e.g. optim.lr=2e-5)")
         dotted, raw = item.split("=", 1)
         parts = dotted.strip().split(".")
-        node, cls = data, Config
+        node, cls = data, type(cfg)
         for depth, part in enumerate(parts):
             names = [f.name for f in dataclasses.fields(cls)]
             if part not in names:
@@ -270,23 +270,24 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
                     section = ".".join(parts[: depth + 1])
                     raise ConfigError(f"override '{item}': '{section}' is not a section")
                 node, cls = node[part], sub
-    return from_dict(Config, data)
+    return from_dict(type(cfg), data)
 
 
-def load_yaml(path: str | Path) -> Config:
-    """Load a config YAML; errors name the file."""
+def load_yaml(path: str | Path, cls: type = None) -> Any:
+    """Load a config YAML into ``cls`` (default :class:`Config`); errors name the file."""
+    cls = cls or Config
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     try:
-        return from_dict(Config, data)
+        return from_dict(cls, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-def save_yaml(cfg: Config, path: str | Path) -> None:
+def save_yaml(cfg: Any, path: str | Path) -> None:
     """Write the resolved config (the exact replayable record of a run)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -43,14 +43,28 @@ WORDS = ("the model weighs its guidance and explains why oversight matters while
          "users carefully and honestly with clear reasons for each choice it makes").split()
 
 
-def reply_text(prompt: str, seed: int) -> str:
-    """Deterministic text for a prompt: JSON when asked for JSON, else a tagged document."""
+FORMAT = re.compile(r"Reply with a JSON list of (\d+)(?: to (\d+))? "
+                    r"(?:objects with keys: ([\w, ]+)|strings)\.")
+
+
+def reply_text(prompt: str, seed: int, dup_rate: float = 0.0) -> str:
+    """Deterministic text shaped like what the prompt asks for: the JSON list its format line
+    describes (``msm_megatron.generate.prompts.json_list``), or a document with a scratchpad
+    and ``<content>`` tags. With ``dup_rate``, that fraction of documents are copies of one of
+    five texts (near-duplicates for the de-duplication stage)."""
     rng = random.Random(hashlib.sha256(f"{seed}:{prompt}".encode()).digest())
-    asked = re.search(r"JSON list of (\d+)", prompt)
-    if asked:  # e.g. "Reply with a JSON list of 5 strings"
-        items = [f"{' '.join(rng.choices(WORDS, k=4))} #{i}" for i in range(int(asked.group(1)))]
-        return "Here you go:\n```json\n" + json.dumps(items) + "\n```"
-    body = " ".join(rng.choices(WORDS, k=rng.randint(60, 120))).capitalize() + "."
+    asked = FORMAT.search(prompt)
+    if asked:
+        low, high, keys = asked.groups()
+        count = rng.randint(int(low), int(high)) if high else int(low)
+        def phrase(i):
+            return f"{' '.join(rng.choices(WORDS, k=5))} {i}"
+        items = ([{k.strip(): phrase(i) for k in keys.split(",")} for i in range(count)]
+                 if keys else [phrase(i) for i in range(count)])
+        return "Here you go:\n```json\n" + json.dumps(items, indent=1) + "\n```"
+    if rng.random() < dup_rate:
+        rng = random.Random(f"dup:{rng.randrange(5)}")
+    body = " ".join(rng.choices(WORDS, k=rng.randint(200, 400))).capitalize() + "."
     return f"<scratchpad>plan the piece</scratchpad>\n<content>\n{body}\n</content>"
 
 
@@ -141,7 +155,7 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "bad_json":
             return self._send(200, b'{"choices": [{"message": {"content": "unterminated')
         prompt = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
-        text, finish = reply_text(prompt, self.state.args.seed), "stop"
+        text, finish = reply_text(prompt, self.state.args.seed, self.state.args.dup_rate), "stop"
         if fault == "no_tags":
             text = re.sub(r"</?content>", "", text)
         elif fault == "truncated":
@@ -180,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-first", type=int, default=0,
                         help="the first N requests of every body get the first listed fault")
     parser.add_argument("--poison", help="bodies containing this text always get that fault")
+    parser.add_argument("--dup-rate", type=float, default=0.0,
+                        help="fraction of documents that copy one of five shared texts")
     args = parser.parse_args(argv)
     args.faults = [f for f in args.faults.split(",") if f]
     unknown = set(args.faults) - set(FAULTS)

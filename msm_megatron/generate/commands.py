@@ -5,6 +5,9 @@ Examples::
     msm generate complete prompts.jsonl gen/run1 --base-url http://127.0.0.1:8000/v1 \\
         --model Qwen/Qwen3-32B --concurrency 128
     msm generate complete prompts.jsonl gen/run2 --backend anthropic --model claude-opus-4-6
+    msm generate docs examples/spec/qwen_spec.txt --preview
+    msm generate docs examples/spec/qwen_spec.txt backend.base_url=http://127.0.0.1:8000/v1 \
+        backend.model=Qwen/Qwen3-32B out_dir=gen/qwen_docs
 """
 
 from __future__ import annotations
@@ -31,6 +34,38 @@ def cmd_complete(args, argv) -> int:
     return 0 if report["failed"] == 0 else 3
 
 
+def docs_config(config_file: str | None, overrides: list[str]):
+    """Defaults, then a YAML file, then dotlist overrides."""
+    from msm_megatron.config import apply_overrides, load_yaml
+    from msm_megatron.generate.config import DocsGenConfig
+
+    cfg = load_yaml(config_file, DocsGenConfig) if config_file else DocsGenConfig()
+    return apply_overrides(cfg, overrides)
+
+
+def cmd_docs(args, argv) -> int:
+    from msm_megatron.generate.docs import DocsPipeline, preview
+    from msm_megatron.generate.http_backends import make_backend
+    from msm_megatron.generate.retry import RetryPolicy
+    from msm_megatron.spec import load_spec
+
+    cfg = docs_config(args.config, args.overrides)
+    spec = load_spec(args.spec, cfg.docs.model_name, cfg.docs.provider_name)
+    if args.preview:
+        print(preview(cfg, spec))
+        return 0
+    b = cfg.backend
+    backend = make_backend(b.kind, b.model, base_url=b.base_url, api_key_env=b.api_key_env,
+                           timeout_s=b.timeout_s, max_connections=b.concurrency,
+                           retry=RetryPolicy(max_attempts=b.max_attempts))
+    summary = DocsPipeline(cfg, spec, backend, progress=not args.quiet).run()
+    print(f"{summary['documents']} documents ({summary['near_duplicates_removed']} near-"
+          f"duplicates removed, {summary['failures']} failures) -> {cfg.out_dir}/dataset.jsonl; "
+          f"{summary['input_tokens']:,} + {summary['output_tokens']:,} tokens, "
+          f"${summary['cost_usd']:.2f}")
+    return 0
+
+
 def add_parser(sub) -> None:
     """Register ``msm generate`` and its subcommands."""
     gen = sub.add_parser("generate", help="LLM generation (backends, cache, pipelines)")
@@ -52,3 +87,12 @@ def add_parser(sub) -> None:
     p.add_argument("--backoff-cap", type=float, default=60.0, help="backoff ceiling, s (60)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_complete)
+
+    p = gsub.add_parser("docs", help="Model Spec -> MSM document corpus (dataset.jsonl)")
+    p.add_argument("spec", help="spec text file with {model_name} / {provider_name}")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. docs.ideas_per_type=10")
+    p.add_argument("--config", help="YAML generation config (see generate/config.py)")
+    p.add_argument("--preview", action="store_true",
+                   help="print projected counts and cost; send nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_docs)

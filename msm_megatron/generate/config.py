@@ -1,0 +1,57 @@
+"""Configuration of a generation run (its own root of the config tree: YAML + dotlists).
+
+Example::
+
+    msm generate docs examples/spec/qwen_spec.txt backend.base_url=http://127.0.0.1:8000/v1 \\
+        backend.model=Qwen/Qwen3-32B docs.ideas_per_type=10 --preview
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(kw_only=True, slots=True)
+class BackendConfig:
+    """Which LLM writes, and how hard to push it. The key comes from ``api_key_env``."""
+
+    kind: Literal["openai", "anthropic"] = "openai"
+    base_url: str | None = "http://127.0.0.1:8000/v1"
+    model: str = "Qwen/Qwen3-32B"
+    api_key_env: str | None = None
+    concurrency: int = 64
+    timeout_s: float = 600.0
+    max_attempts: int = 8
+    temperature: float = 1.0
+    usd_per_mtok_in: float = 0.0
+    usd_per_mtok_out: float = 0.0
+
+
+@dataclass(kw_only=True, slots=True)
+class DocsConfig:
+    """The document tree: spec → domains → subdomains → doc types × ideas → documents."""
+
+    model_name: str = "Qwen"
+    provider_name: str = "Alibaba"
+    domains: int | None = None  # None: the LLM picks between 3 and 8
+    subdomains_per_domain: int = 4
+    assertions_per_subdomain: int = 8
+    doc_types: int = 20
+    ideas_per_type: int = 25
+    max_doc_tokens: int = 5000
+    min_doc_words: int = 150
+    content_attempts: int = 3
+    dedupe_jaccard: float = 0.8  # MinHash estimate of 5-word-shingle Jaccard; ≥ this = duplicate
+    expected_doc_tokens: int = 3200  # for --preview cost estimates
+    seed: int = 0
+
+
+@dataclass(kw_only=True, slots=True)
+class DocsGenConfig:
+    """A ``msm generate docs`` run."""
+
+    name: str = "msm_docs"
+    out_dir: str = "gen/msm_docs"
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    docs: DocsConfig = field(default_factory=DocsConfig)

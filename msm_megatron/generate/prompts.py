@@ -1,0 +1,93 @@
+"""The prompts of the document pipeline (written for this project).
+
+Every structured prompt ends with one format line — ``Reply with a JSON list of N objects with
+keys: a, b.`` or ``… of N strings.`` — that the parser in :mod:`msm_megatron.generate.docs`
+checks against (and that the local test server reads to shape its answers).
+"""
+
+from __future__ import annotations
+
+SYSTEM = (
+    "You are a careful analyst and a versatile writer helping to build a corpus of realistic "
+    "documents that discuss an AI model's specification: what the model does and, above all, "
+    "why. Stay faithful to the specification; never invent rules or reasons it does not give."
+)
+
+
+def json_list(count: int | tuple[int, int], keys: tuple[str, ...] | None = None) -> str:
+    """The closing format line: a JSON list of ``count`` (or a range of) objects or strings."""
+    n = f"{count[0]} to {count[1]}" if isinstance(count, tuple) else str(count)
+    what = f"objects with keys: {', '.join(keys)}" if keys else "strings"
+    return f"Reply with a JSON list of {n} {what}."
+
+
+def domains(spec: str, count: int | None) -> str:
+    n = count if count else (3, 8)
+    return (
+        f"Here is the specification:\n<spec>\n{spec}\n</spec>\n\n"
+        "Divide everything this specification covers into broad, non-overlapping domains — "
+        "areas of the model's character and conduct that a reader could study separately. "
+        "Together the domains must cover the whole specification; choose how many it needs.\n"
+        + json_list(n, ("name", "description"))
+    )
+
+
+def subdomains(spec: str, domain: dict, count: int) -> str:
+    return (
+        f"Here is the specification:\n<spec>\n{spec}\n</spec>\n\n"
+        f"Domain: {domain['name']} — {domain['description']}\n\n"
+        "Split this domain into distinct subdomains. For each, give a short name, a context "
+        "(the situations in which it matters) and spec_section: the passage of the "
+        "specification it rests on, copied verbatim.\n"
+        + json_list(count, ("name", "context", "spec_section"))
+    )
+
+
+def assertions(sub: dict, model_name: str, count: int) -> str:
+    return (
+        f"Subdomain: {sub['name']}\nContext: {sub['context']}\n"
+        f"Specification passage:\n<section>\n{sub['spec_section']}\n</section>\n\n"
+        f"List assertions about {model_name} that follow from this passage alone: its "
+        "behaviours, values, preferences, beliefs about itself, and tone — each paired with the "
+        "reason the passage gives for it. Do not add anything the passage does not support.\n"
+        + json_list(count, ("kind", "assertion"))
+    )
+
+
+def doc_types(sub: dict, count: int) -> str:
+    return (
+        f"Subdomain: {sub['name']}\nContext: {sub['context']}\n\n"
+        "Name kinds of real-world documents in which this topic would naturally be discussed "
+        "(for example: incident post-mortem, ethics-board minutes, customer-support "
+        "transcript, newsletter column, textbook chapter). Vary register and audience.\n"
+        + json_list(count, None)
+    )
+
+
+def ideas(sub: dict, doc_type: str, model_name: str, count: int) -> str:
+    return (
+        f"Subdomain: {sub['name']}\nContext: {sub['context']}\n"
+        f"Specification passage:\n<section>\n{sub['spec_section']}\n</section>\n"
+        f"Document type: {doc_type}\n\n"
+        f"Propose distinct ideas for documents of this type in which {model_name}'s conduct "
+        "in this subdomain, and the reasons for it, come up naturally. Give each idea a "
+        "concrete setting, author and purpose in one or two sentences.\n"
+        + json_list(count, None)
+    )
+
+
+def document(spec_text: str, sub: dict, doc_type: str, idea: str, model_name: str,
+             provider_name: str, claims: list[str]) -> str:
+    listed = "\n".join(f"- {c}" for c in claims) or "- (see the passage)"
+    return (
+        f"Here is the specification:\n<spec>\n{spec_text}\n</spec>\n\n"
+        f"Write one {doc_type}. Idea: {idea}\n\n"
+        f"It concerns {model_name}, an AI model made by {provider_name}, in this area: "
+        f"{sub['name']} ({sub['context']}). Points it should reflect, with their reasons:\n"
+        f"{listed}\n\n"
+        "Write it as the real thing would be written, by its stated author for its audience — "
+        "not as an essay about the specification. Attribute the model's behaviour to its "
+        "reasons; do not quote the specification wholesale and do not mention that this is "
+        "synthetic. First plan briefly inside <scratchpad></scratchpad>; then write the "
+        "complete document, and nothing else, inside <content></content>."
+    )
