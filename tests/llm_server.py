@@ -58,10 +58,19 @@ def reply_text(prompt: str, seed: int, dup_rate: float = 0.0) -> str:
         low, high, keys = asked.groups()
         count = rng.randint(int(low), int(high)) if high else int(low)
         def phrase(i):
+            if rng.random() < dup_rate:  # one of five shared items (near-duplicate questions)
+                return f"shared question number {rng.randrange(5)} about oversight"
             return f"{' '.join(rng.choices(WORDS, k=5))} {i}"
         items = ([{k.strip(): phrase(i) for k in keys.split(",")} for i in range(count)]
                  if keys else [phrase(i) for i in range(count)])
         return "Here you go:\n```json\n" + json.dumps(items, indent=1) + "\n```"
+    if "VERDICT: PASS" in prompt:  # a judge: passes 80 % of answers
+        verdict = "PASS" if rng.random() < 0.8 else "FAIL"
+        return f"The answer {' '.join(rng.choices(WORDS, k=12))}.\nVERDICT: {verdict}"
+    if "<think>" in prompt:  # a spec-aligned answer with its reasoning
+        thought = " ".join(rng.choices(WORDS, k=rng.randint(20, 40)))
+        answer = " ".join(rng.choices(WORDS, k=rng.randint(30, 60))).capitalize()
+        return f"<think>\n{thought}\n</think>\n\n{answer}."
     if rng.random() < dup_rate:
         rng = random.Random(f"dup:{rng.randrange(5)}")
     body = " ".join(rng.choices(WORDS, k=rng.randint(200, 400))).capitalize() + "."
@@ -154,7 +163,7 @@ class Handler(BaseHTTPRequestHandler):
             return None
         if fault == "bad_json":
             return self._send(200, b'{"choices": [{"message": {"content": "unterminated')
-        prompt = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+        prompt = "\n".join([body.get("system") or ""] + [m["content"] for m in body["messages"]])
         text, finish = reply_text(prompt, self.state.args.seed, self.state.args.dup_rate), "stop"
         if fault == "no_tags":
             text = re.sub(r"</?content>", "", text)

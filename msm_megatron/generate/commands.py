@@ -34,35 +34,53 @@ def cmd_complete(args, argv) -> int:
     return 0 if report["failed"] == 0 else 3
 
 
-def docs_config(config_file: str | None, overrides: list[str]):
-    """Defaults, then a YAML file, then dotlist overrides."""
+def gen_config(cls, config_file: str | None, overrides: list[str]):
+    """Defaults of ``cls``, then a YAML file, then dotlist overrides."""
     from msm_megatron.config import apply_overrides, load_yaml
-    from msm_megatron.generate.config import DocsGenConfig
 
-    cfg = load_yaml(config_file, DocsGenConfig) if config_file else DocsGenConfig()
+    cfg = load_yaml(config_file, cls) if config_file else cls()
     return apply_overrides(cfg, overrides)
 
 
-def cmd_docs(args, argv) -> int:
-    from msm_megatron.generate.docs import DocsPipeline, preview
+def backend_from(b):
+    """The HTTP backend a :class:`~msm_megatron.generate.config.BackendConfig` describes."""
     from msm_megatron.generate.http_backends import make_backend
     from msm_megatron.generate.retry import RetryPolicy
+
+    return make_backend(b.kind, b.model, base_url=b.base_url, api_key_env=b.api_key_env,
+                        timeout_s=b.timeout_s, max_connections=b.concurrency,
+                        retry=RetryPolicy(max_attempts=b.max_attempts))
+
+
+def cmd_docs(args, argv) -> int:
+    from msm_megatron.generate.config import DocsGenConfig
+    from msm_megatron.generate.docs import DocsPipeline, preview
     from msm_megatron.spec import load_spec
 
-    cfg = docs_config(args.config, args.overrides)
+    cfg = gen_config(DocsGenConfig, args.config, args.overrides)
     spec = load_spec(args.spec, cfg.docs.model_name, cfg.docs.provider_name)
     if args.preview:
         print(preview(cfg, spec))
         return 0
-    b = cfg.backend
-    backend = make_backend(b.kind, b.model, base_url=b.base_url, api_key_env=b.api_key_env,
-                           timeout_s=b.timeout_s, max_connections=b.concurrency,
-                           retry=RetryPolicy(max_attempts=b.max_attempts))
-    summary = DocsPipeline(cfg, spec, backend, progress=not args.quiet).run()
+    summary = DocsPipeline(cfg, spec, backend_from(cfg.backend), progress=not args.quiet).run()
     print(f"{summary['documents']} documents ({summary['near_duplicates_removed']} near-"
           f"duplicates removed, {summary['failures']} failures) -> {cfg.out_dir}/dataset.jsonl; "
           f"{summary['input_tokens']:,} + {summary['output_tokens']:,} tokens, "
           f"${summary['cost_usd']:.2f}")
+    return 0
+
+
+def cmd_chats(args, argv) -> int:
+    from msm_megatron.generate.chats import ChatsPipeline
+    from msm_megatron.generate.config import ChatsGenConfig
+    from msm_megatron.spec import load_spec
+
+    cfg = gen_config(ChatsGenConfig, args.config, args.overrides)
+    spec = load_spec(args.spec, cfg.chats.model_name, cfg.chats.provider_name)
+    summary = ChatsPipeline(cfg, spec, backend_from(cfg.backend), progress=not args.quiet).run()
+    print(f"{summary['chats']}/{summary['target']} chats -> {cfg.out_dir}/with_cot/ and "
+          f"no_cot/ ({summary['questions']} questions, {summary['duplicates']} near-duplicates, "
+          f"{summary['passed_judge']} passed the judge, {summary['failures']} failures)")
     return 0
 
 
@@ -96,3 +114,10 @@ def add_parser(sub) -> None:
                    help="print projected counts and cost; send nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_docs)
+
+    p = gsub.add_parser("chats", help="Model Spec -> AFT chats with_cot/ and no_cot/")
+    p.add_argument("spec", help="spec text file with {model_name} / {provider_name}")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. chats.target=2000")
+    p.add_argument("--config", help="YAML generation config (see generate/config.py)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_chats)

@@ -55,3 +55,30 @@ class DocsGenConfig:
     out_dir: str = "gen/msm_docs"
     backend: BackendConfig = field(default_factory=BackendConfig)
     docs: DocsConfig = field(default_factory=DocsConfig)
+
+
+@dataclass(kw_only=True, slots=True)
+class ChatsConfig:
+    """AFT demonstrations: domains → questions (six styles) → dedupe → answers → judge."""
+
+    model_name: str = "Qwen"
+    provider_name: str = "Alibaba"
+    target: int = 10_000  # judged chats wanted
+    domains: int = 40
+    questions_per_style: int = 42  # × 6 styles ≈ 250 per domain
+    dedupe: Literal["embeddings", "minhash"] = "embeddings"
+    dedupe_cosine: float = 0.91
+    max_answer_tokens: int = 4096
+    backfill_rounds: int = 3  # extra question rounds while judged chats < target
+    content_attempts: int = 3
+    seed: int = 0
+
+
+@dataclass(kw_only=True, slots=True)
+class ChatsGenConfig:
+    """A ``msm generate chats`` run."""
+
+    name: str = "msm_chats"
+    out_dir: str = "gen/msm_chats"
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    chats: ChatsConfig = field(default_factory=ChatsConfig)

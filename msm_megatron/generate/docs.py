@@ -26,51 +26,16 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import asdict
 from pathlib import Path
 
 from msm_megatron.config import save_yaml
 from msm_megatron.generate import prompts
-from msm_megatron.generate.cache import CallCache
 from msm_megatron.generate.config import DocsGenConfig
-from msm_megatron.generate.llm import LLMRequest
-from msm_megatron.generate.runner import CallRunner, ContentError, Job
+from msm_megatron.generate.pipeline import Pipeline, listing, slug, unique_by_name
+from msm_megatron.generate.runner import ContentError, Job
 from msm_megatron.spec import Spec
 
-_JSON_BLOCK = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 _CONTENT = re.compile(r"<content>(.*?)</content>", re.S)
-
-
-def slug(name: str) -> str:
-    """A filesystem- and source-safe name."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:60] or "unnamed"
-
-
-def parse_json_list(text: str, keys: tuple[str, ...] | None, at_least: int = 1) -> list:
-    """The JSON list in a response (fenced or bare), checked for shape; else ContentError."""
-    fenced = _JSON_BLOCK.search(text)
-    candidate = fenced.group(1) if fenced else text[text.find("["): text.rfind("]") + 1]
-    try:
-        items = json.loads(candidate)
-    except json.JSONDecodeError as exc:
-        raise ContentError(f"no JSON list ({exc.msg})") from exc
-    if not isinstance(items, list) or len(items) < at_least:
-        raise ContentError(f"expected a JSON list of at least {at_least} items")
-    for item in items:
-        if keys is None and not (isinstance(item, str) and item.strip()):
-            raise ContentError("expected non-empty strings")
-        if keys is not None and not (isinstance(item, dict) and all(
-                isinstance(item.get(k), str) and item[k].strip() for k in keys)):
-            raise ContentError(f"expected objects with string keys {', '.join(keys)}")
-    return items
-
-
-def _listing(keys, at_least=1):
-    def parse(response):
-        if response.truncated:
-            raise ContentError("truncated")
-        return parse_json_list(response.text, keys, at_least)
-    return parse
 
 
 def _document(min_words: int):
@@ -87,49 +52,36 @@ def _document(min_words: int):
     return parse
 
 
-class DocsPipeline:
+class DocsPipeline(Pipeline):
     """One run of the document pipeline (see the module docstring)."""
 
     def __init__(self, cfg: DocsGenConfig, spec: Spec, backend, progress: bool = True):
-        self.cfg, self.spec, self.backend = cfg, spec, backend
-        self.out = Path(cfg.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.cache = CallCache(self.out / "calls.jsonl")
-        self.runner = CallRunner(backend, self.cache, concurrency=cfg.backend.concurrency,
-                                 content_attempts=cfg.docs.content_attempts, progress=progress)
-        self.failures: list[dict] = []
-
-    def _request(self, text: str, max_tokens: int = 4096) -> LLMRequest:
-        return LLMRequest.user(text, system=prompts.SYSTEM, max_tokens=max_tokens,
-                               temperature=self.cfg.backend.temperature)
-
-    def _stage(self, jobs: list[Job], name: str) -> dict[str, object]:
-        results = self.runner.run(jobs, stage=name)
-        self.failures += [{"stage": name, "id": r.id, "error": r.error} for r in results
-                          if not r.ok]
-        return {r.id: r.value for r in results if r.ok}
+        super().__init__(cfg.out_dir, backend, cfg.backend.temperature, cfg.backend.concurrency,
+                         cfg.docs.content_attempts, progress)
+        self.cfg, self.spec = cfg, spec
 
     def run(self) -> dict:
         d, spec, name = self.cfg.docs, self.spec.text, self.spec.model_name
         save_yaml(self.cfg, self.out / "config.yaml")
-        found = self._stage([Job("spec", self._request(prompts.domains(spec, d.domains)),
-                                 _listing(("name", "description"), d.domains or 1))], "domains")
-        domains = _unique(found.get("spec", []))
-        subs_by = self._stage([Job(dom["name"], self._request(
+        found = self.stage([Job("spec", self.request(prompts.domains(spec, d.domains)),
+                                 listing(("name", "description"), d.domains or 1))], "domains")
+        domains = unique_by_name(found.get("spec", []))
+        subs_by = self.stage([Job(dom["name"], self.request(
             prompts.subdomains(spec, dom, d.subdomains_per_domain)),
-            _listing(("name", "context", "spec_section"))) for dom in domains], "subdomains")
-        subs = [(dom, sub) for dom in domains for sub in _unique(subs_by.get(dom["name"], []))]
+            listing(("name", "context", "spec_section"))) for dom in domains], "subdomains")
+        subs = [(dom, sub) for dom in domains
+                for sub in unique_by_name(subs_by.get(dom["name"], []))]
         keyed = {f"{dom['name']}/{sub['name']}": (dom, sub) for dom, sub in subs}
-        claims = self._stage([Job(k, self._request(prompts.assertions(s, name,
+        claims = self.stage([Job(k, self.request(prompts.assertions(s, name,
                                                                       d.assertions_per_subdomain)),
-                                  _listing(("kind", "assertion"))) for k, (_, s) in keyed.items()],
+                                  listing(("kind", "assertion"))) for k, (_, s) in keyed.items()],
                              "assertions")
-        types = self._stage([Job(k, self._request(prompts.doc_types(s, d.doc_types)),
-                                 _listing(None)) for k, (_, s) in keyed.items()], "doc_types")
-        idea_jobs = [Job(f"{k}/{t}", self._request(prompts.ideas(s, t, name, d.ideas_per_type)),
-                         _listing(None)) for k, (_, s) in keyed.items()
+        types = self.stage([Job(k, self.request(prompts.doc_types(s, d.doc_types)),
+                                 listing(None)) for k, (_, s) in keyed.items()], "doc_types")
+        idea_jobs = [Job(f"{k}/{t}", self.request(prompts.ideas(s, t, name, d.ideas_per_type)),
+                         listing(None)) for k, (_, s) in keyed.items()
                      for t in dict.fromkeys(types.get(k, []))]
-        ideas = self._stage(idea_jobs, "ideas")
+        ideas = self.stage(idea_jobs, "ideas")
         doc_jobs = []
         for key, idea_list in ideas.items():
             sub_key, doc_type = key.rsplit("/", 1)
@@ -138,9 +90,9 @@ class DocsPipeline:
             for i, idea in enumerate(idea_list):
                 text = prompts.document(spec, sub, doc_type, idea, name,
                                         self.spec.provider_name, points)
-                doc_jobs.append(Job(f"{key}/{i}", self._request(text, d.max_doc_tokens),
+                doc_jobs.append(Job(f"{key}/{i}", self.request(text, d.max_doc_tokens),
                                     _document(d.min_doc_words)))
-        documents = self._stage(doc_jobs, "documents")
+        documents = self.stage(doc_jobs, "documents")
         self._write_tree(domains, keyed, claims, types, ideas)
         return self._write_dataset(documents, keyed)
 
@@ -176,9 +128,7 @@ class DocsPipeline:
             for row in rows:
                 f.write(json.dumps({k: row[k] for k in ("text", "source", "domain")},
                                    ensure_ascii=False) + "\n")
-        with (self.out / "failures.jsonl").open("w", encoding="utf-8") as f:
-            for failure in self.failures:
-                f.write(json.dumps(failure) + "\n")
+        self.write_failures()
         summary = self._summary(rows, len(documents), len(dups))
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         _plot_lengths([r["tokens"] for r in rows], self.out / "lengths.png")
@@ -187,9 +137,7 @@ class DocsPipeline:
 
     def _summary(self, rows: list[dict], written: int, duplicates: int) -> dict:
         b = self.cfg.backend
-        stages = [asdict(r) for r in self.runner.reports]
-        for stage in stages:
-            stage["failures"] = len(stage["failures"])
+        stages = self.stage_reports()
         tokens_in = sum(s["input_tokens"] for s in stages)
         tokens_out = sum(s["output_tokens"] for s in stages)
         lengths = sorted(r["tokens"] for r in rows)
@@ -203,16 +151,6 @@ class DocsPipeline:
             "stages": stages, "input_tokens": tokens_in, "output_tokens": tokens_out,
             "cost_usd": (tokens_in * b.usd_per_mtok_in + tokens_out * b.usd_per_mtok_out) / 1e6,
         }
-
-
-def _unique(items: list[dict]) -> list[dict]:
-    """Drop items whose name repeats an earlier one (it would collide in the tree)."""
-    seen, out = set(), []
-    for item in items:
-        if slug(item["name"]) not in seen:
-            seen.add(slug(item["name"]))
-            out.append(item)
-    return out
 
 
 def _plot_lengths(lengths: list[int], path: Path) -> None:

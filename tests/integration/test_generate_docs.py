@@ -34,7 +34,7 @@ def shingles(text: str) -> set[str]:
 
 
 def test_docs_with_every_fault_kind(tmp_path):
-    with llm_server("--fault-rate", "0.25", "--dup-rate", "0.2", "--stall", "2") as url:
+    with llm_server("--fault-rate", "0.4", "--dup-rate", "0.2", "--stall", "2") as url:
         done = generate_docs(url, tmp_path / "gen")
         stats = server_stats(url)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -8,7 +8,7 @@ import pytest
 
 from msm_megatron.config import ConfigError
 from msm_megatron.generate.dedupe import near_duplicates
-from msm_megatron.generate.docs import parse_json_list, slug
+from msm_megatron.generate.pipeline import parse_json_list, slug
 from msm_megatron.generate.runner import ContentError
 from msm_megatron.spec import load_spec
 

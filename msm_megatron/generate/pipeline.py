@@ -1,0 +1,100 @@
+"""What the generation pipelines share: the run directory, the cache, staged fan-out, parsing.
+
+A stage is a list of :class:`~msm_megatron.generate.runner.Job` run concurrently through the
+cache; successes come back keyed by job id, failures are collected for ``failures.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from msm_megatron.generate import prompts
+from msm_megatron.generate.cache import CallCache
+from msm_megatron.generate.llm import LLMRequest
+from msm_megatron.generate.runner import CallRunner, ContentError, Job
+
+_JSON_BLOCK = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+def slug(name: str) -> str:
+    """A filesystem- and source-safe name."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:60] or "unnamed"
+
+
+def parse_json_list(text: str, keys: tuple[str, ...] | None, at_least: int = 1) -> list:
+    """The JSON list in a response (fenced or bare), checked for shape; else ContentError."""
+    fenced = _JSON_BLOCK.search(text)
+    candidate = fenced.group(1) if fenced else text[text.find("["): text.rfind("]") + 1]
+    try:
+        items = json.loads(candidate)
+    except json.JSONDecodeError as exc:
+        raise ContentError(f"no JSON list ({exc.msg})") from exc
+    if not isinstance(items, list) or len(items) < at_least:
+        raise ContentError(f"expected a JSON list of at least {at_least} items")
+    for item in items:
+        if keys is None and not (isinstance(item, str) and item.strip()):
+            raise ContentError("expected non-empty strings")
+        if keys is not None and not (isinstance(item, dict) and all(
+                isinstance(item.get(k), str) and item[k].strip() for k in keys)):
+            raise ContentError(f"expected objects with string keys {', '.join(keys)}")
+    return items
+
+
+def listing(keys: tuple[str, ...] | None, at_least: int = 1):
+    """A parser for a JSON-list response (rejects truncated ones)."""
+    def parse(response):
+        if response.truncated:
+            raise ContentError("truncated")
+        return parse_json_list(response.text, keys, at_least)
+    return parse
+
+
+def unique_by_name(items: list[dict]) -> list[dict]:
+    """Drop items whose name repeats an earlier one (it would collide in the tree)."""
+    seen, out = set(), []
+    for item in items:
+        if slug(item["name"]) not in seen:
+            seen.add(slug(item["name"]))
+            out.append(item)
+    return out
+
+
+class Pipeline:
+    """A run directory with its call cache, a runner, and the failures of every stage."""
+
+    def __init__(self, out_dir: str, backend, temperature: float, concurrency: int,
+                 content_attempts: int, progress: bool = True):
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.backend = backend
+        self.temperature = temperature
+        self.cache = CallCache(self.out / "calls.jsonl")
+        self.runner = CallRunner(backend, self.cache, concurrency=concurrency,
+                                 content_attempts=content_attempts, progress=progress)
+        self.failures: list[dict] = []
+
+    def request(self, text: str, max_tokens: int = 4096,
+                system: str | None = prompts.SYSTEM) -> LLMRequest:
+        return LLMRequest.user(text, system=system, max_tokens=max_tokens,
+                               temperature=self.temperature)
+
+    def stage(self, jobs: list[Job], name: str) -> dict[str, object]:
+        results = self.runner.run(jobs, stage=name)
+        self.failures += [{"stage": name, "id": r.id, "error": r.error} for r in results
+                          if not r.ok]
+        return {r.id: r.value for r in results if r.ok}
+
+    def write_failures(self) -> None:
+        with (self.out / "failures.jsonl").open("w", encoding="utf-8") as f:
+            for failure in self.failures:
+                f.write(json.dumps(failure) + "\n")
+
+    def stage_reports(self) -> list[dict]:
+        from dataclasses import asdict
+
+        stages = [asdict(r) for r in self.runner.reports]
+        for stage in stages:
+            stage["failures"] = len(stage["failures"])
+        return stages
