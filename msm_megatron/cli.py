@@ -194,11 +194,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    from msm_megatron.generate.llm import LLMError
+
     try:
         return args.func(args, argv)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except LLMError as exc:  # an LLM endpoint that keeps failing; completed calls are cached
+        print(f"error: {exc} (completed calls are cached: rerun the same command to resume)",
+              file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -22,6 +22,11 @@ and ``--poison TEXT`` force the first listed fault deterministically). ``GET /st
 returns request counts, and how many times each distinct body got a usable 200 response
 (``delivered``) — what "no completed call is paid twice" is checked against.
 
+It also stands in for the Anthropic Message Batches endpoints (``POST /v1/messages/batches``,
+``GET …/batches/{id}``, ``GET …/batches/{id}/results``): a batch ends ``--batch-seconds`` after
+creation, whether or not its submitter is still alive, and ``--batch-error-rate`` of its results
+come back ``errored``.
+
 Run: ``python -m tests.llm_server --port 0 --fault-rate 0.3`` prints ``PORT <n>`` when ready.
 """
 
@@ -77,6 +82,17 @@ def reply_text(prompt: str, seed: int, dup_rate: float = 0.0) -> str:
     return f"<scratchpad>plan the piece</scratchpad>\n<content>\n{body}\n</content>"
 
 
+def anthropic_message(digest, model, text, finish, usage_in, usage_out) -> dict:
+    return {"id": f"msg_{digest[:12]}", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "max_tokens" if finish == "length" else "end_turn",
+            "usage": {"input_tokens": usage_in, "output_tokens": usage_out}}
+
+
+def prompt_of(params: dict) -> str:
+    return "\n".join([params.get("system") or ""] + [m["content"] for m in params["messages"]])
+
+
 class State:
     def __init__(self, args):
         self.args = args
@@ -85,6 +101,7 @@ class State:
         self.seen: dict[str, int] = {}
         self.delivered: dict[str, int] = {}
         self.faults: dict[str, int] = {}
+        self.batches: dict[str, dict] = {}
 
     def decide(self, body: bytes) -> tuple[str, str | None]:
         digest = hashlib.sha256(body).hexdigest()
@@ -131,13 +148,66 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def do_GET(self):
+        if self.path.startswith("/v1/messages/batches/"):
+            return self._batch_get(self.path[len("/v1/messages/batches/"):])
         if self.path != "/stats":
             return self._send(404, b"{}")
         s = self.state
         with s.lock:
             stats = {"requests": s.requests, "delivered": dict(s.delivered),
-                     "faults": dict(s.faults)}
+                     "faults": dict(s.faults), "batches_created": len(s.batches),
+                     "batch_results_served": sum(b["served"] for b in s.batches.values())}
         self._send(200, json.dumps(stats).encode())
+
+    # --- a stand-in of the Anthropic Message Batches endpoints ---------------------------
+
+    def _batch_create(self, body: dict) -> None:
+        s = self.state
+        with s.lock:
+            batch_id = f"msgbatch_{len(s.batches):04d}"
+            s.batches[batch_id] = {"requests": body["requests"], "created": time.time(),
+                                   "served": 0}
+        self._send(200, json.dumps(self._batch_object(batch_id)).encode())
+
+    def _batch_object(self, batch_id: str) -> dict:
+        batch = self.state.batches[batch_id]
+        ended = time.time() - batch["created"] >= self.state.args.batch_seconds
+        host = self.headers.get("host")
+        return {"id": batch_id, "type": "message_batch",
+                "processing_status": "ended" if ended else "in_progress",
+                "request_counts": {"processing": 0 if ended else len(batch["requests"])},
+                "results_url": f"http://{host}/v1/messages/batches/{batch_id}/results"
+                if ended else None}
+
+    def _batch_get(self, rest: str) -> None:
+        if not self.headers.get("x-api-key"):
+            return self._send(401, b'{"type": "error"}')
+        batch_id, _, tail = rest.partition("/")
+        if batch_id not in self.state.batches:
+            return self._send(404, b'{"type": "error", "error": {"type": "not_found_error"}}')
+        if tail != "results":
+            return self._send(200, json.dumps(self._batch_object(batch_id)).encode())
+        batch, lines = self.state.batches[batch_id], []
+        for item in batch["requests"]:
+            rng = random.Random(f"{self.state.args.seed}:batch:{item['custom_id']}")
+            if rng.random() < self.state.args.batch_error_rate:
+                result = {"type": "errored", "error": {"type": "error", "error": {
+                    "type": "overloaded_error", "message": "Overloaded"}}}
+            else:
+                prompt = prompt_of(item["params"])
+                text = reply_text(prompt, self.state.args.seed, self.state.args.dup_rate)
+                result = {"type": "succeeded", "message": anthropic_message(
+                    item["custom_id"], item["params"]["model"], text, "stop",
+                    len(prompt.split()), len(text.split()))}
+            lines.append(json.dumps({"custom_id": item["custom_id"], "result": result}))
+        with self.state.lock:
+            batch["served"] += 1
+        payload = ("\n".join(lines) + "\n").encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/binary")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def do_POST(self):
         raw = self.rfile.read(int(self.headers.get("content-length", 0)))
@@ -145,9 +215,11 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except json.JSONDecodeError:
             return self._send(400, b'{"error": "request body is not JSON"}')
-        anthropic = self.path.endswith("/messages")
+        anthropic = "/messages" in self.path
         if anthropic and not self.headers.get("x-api-key"):
             return self._send(401, b'{"type": "error", "error": {"type": "authentication_error"}}')
+        if self.path.endswith("/messages/batches"):
+            return self._batch_create(body)
         digest, fault = self.state.decide(raw)
         time.sleep(self.state.args.latency)
         if fault == "429":
@@ -163,7 +235,7 @@ class Handler(BaseHTTPRequestHandler):
             return None
         if fault == "bad_json":
             return self._send(200, b'{"choices": [{"message": {"content": "unterminated')
-        prompt = "\n".join([body.get("system") or ""] + [m["content"] for m in body["messages"]])
+        prompt = prompt_of(body)
         text, finish = reply_text(prompt, self.state.args.seed, self.state.args.dup_rate), "stop"
         if fault == "no_tags":
             text = re.sub(r"</?content>", "", text)
@@ -171,10 +243,7 @@ class Handler(BaseHTTPRequestHandler):
             text, finish = text[: len(text) // 2], "length"
         usage_in, usage_out = len(prompt.split()), len(text.split())
         if anthropic:
-            payload = {"id": f"msg_{digest[:12]}", "type": "message", "role": "assistant",
-                       "model": body["model"], "content": [{"type": "text", "text": text}],
-                       "stop_reason": "max_tokens" if finish == "length" else "end_turn",
-                       "usage": {"input_tokens": usage_in, "output_tokens": usage_out}}
+            payload = anthropic_message(digest, body["model"], text, finish, usage_in, usage_out)
         else:
             payload = {"id": f"chatcmpl-{digest[:12]}", "object": "chat.completion",
                        "created": int(time.time()), "model": body["model"],
@@ -203,6 +272,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-first", type=int, default=0,
                         help="the first N requests of every body get the first listed fault")
     parser.add_argument("--poison", help="bodies containing this text always get that fault")
+    parser.add_argument("--batch-seconds", type=float, default=1.0,
+                        help="a message batch ends this long after it was created")
+    parser.add_argument("--batch-error-rate", type=float, default=0.0,
+                        help="fraction of batch results that come back errored")
     parser.add_argument("--dup-rate", type=float, default=0.0,
                         help="fraction of documents that copy one of five shared texts")
     args = parser.parse_args(argv)

@@ -58,8 +58,7 @@ class ChatsPipeline(Pipeline):
     """One run of the AFT-demonstration pipeline (see the module docstring)."""
 
     def __init__(self, cfg: ChatsGenConfig, spec: Spec, backend, progress: bool = True):
-        super().__init__(cfg.out_dir, backend, cfg.backend.temperature, cfg.backend.concurrency,
-                         cfg.chats.content_attempts, progress)
+        super().__init__(cfg.out_dir, backend, cfg.backend, cfg.chats.content_attempts, progress)
         self.cfg, self.spec = cfg, spec
         self.questions: list[dict] = []  # every question seen, with its fate
         self.passed: list[dict] = []

@@ -24,9 +24,16 @@ def cmd_complete(args, argv) -> int:
                            api_key_env=args.api_key_env, timeout_s=args.timeout,
                            retry=RetryPolicy(max_attempts=args.max_attempts,
                                              base_s=args.backoff, cap_s=args.backoff_cap))
+    if args.batch and args.backend != "anthropic":
+        from msm_megatron.config import ConfigError
+
+        raise ConfigError("--batch uses the Anthropic Message Batches API: add "
+                          "--backend anthropic (OpenAI-compatible servers take requests "
+                          "directly; raise --concurrency instead)")
     report = complete_file(Path(args.prompts), Path(args.out), backend,
                            concurrency=args.concurrency, max_tokens=args.max_tokens,
-                           temperature=args.temperature, progress=not args.quiet)
+                           temperature=args.temperature, progress=not args.quiet,
+                           batch_poll_s=args.poll if args.batch else None)
     print(f"{report['succeeded']}/{report['jobs']} completed ({report['calls']} new calls, "
           f"{report['cached_calls']} from cache, {report['retries']} retries, "
           f"{report['input_tokens']} + {report['output_tokens']} tokens); "
@@ -103,6 +110,9 @@ def add_parser(sub) -> None:
     p.add_argument("--max-attempts", type=int, default=8, help="tries per call (8)")
     p.add_argument("--backoff", type=float, default=1.0, help="first backoff ceiling, s (1)")
     p.add_argument("--backoff-cap", type=float, default=60.0, help="backoff ceiling, s (60)")
+    p.add_argument("--batch", action="store_true",
+                   help="Anthropic Message Batches (resumable across processes)")
+    p.add_argument("--poll", type=float, default=60.0, help="batch poll interval, s (60)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_complete)
 

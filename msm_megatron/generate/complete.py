@@ -1,5 +1,7 @@
 """``msm generate complete``: a JSONL of prompts → completions, concurrent, cached, resumable.
 
+With ``--batch`` (Anthropic), the prompts go out as Message Batches that a later run resumes.
+
 The building block of the generation pipelines, usable on its own (like an offline batch job
 against any OpenAI-compatible server or the Anthropic API)::
 
@@ -67,13 +69,18 @@ def _keep_complete(response):
 
 def complete_file(prompts: Path, out_dir: Path, backend, concurrency: int = 32,
                   max_tokens: int = 1024, temperature: float = 1.0,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, batch_poll_s: float | None = None) -> dict:
     """Run every prompt; write results, failures and the report; return the report."""
     jobs = read_prompts(Path(prompts), max_tokens, temperature)
     out_dir = Path(out_dir)
     cache = CallCache(out_dir / "calls.jsonl")
+    batches = None
+    if batch_poll_s is not None:
+        from msm_megatron.generate.batches import BatchLedger
+
+        batches = BatchLedger(out_dir / "batches.jsonl", poll_s=batch_poll_s)
     runner = CallRunner(backend, cache, concurrency=concurrency, content_attempts=1,
-                        progress=progress)
+                        progress=progress, batches=batches)
     try:
         results = runner.run(jobs, stage="complete")
     finally:

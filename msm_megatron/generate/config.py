@@ -26,6 +26,8 @@ class BackendConfig:
     temperature: float = 1.0
     usd_per_mtok_in: float = 0.0
     usd_per_mtok_out: float = 0.0
+    batch: bool = False  # anthropic only: stages go out as Message Batches (resumable)
+    batch_poll_s: float = 60.0
 
 
 @dataclass(kw_only=True, slots=True)

@@ -56,8 +56,7 @@ class DocsPipeline(Pipeline):
     """One run of the document pipeline (see the module docstring)."""
 
     def __init__(self, cfg: DocsGenConfig, spec: Spec, backend, progress: bool = True):
-        super().__init__(cfg.out_dir, backend, cfg.backend.temperature, cfg.backend.concurrency,
-                         cfg.docs.content_attempts, progress)
+        super().__init__(cfg.out_dir, backend, cfg.backend, cfg.docs.content_attempts, progress)
         self.cfg, self.spec = cfg, spec
 
     def run(self) -> dict:

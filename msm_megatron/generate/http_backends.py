@@ -57,8 +57,9 @@ class HTTPBackend:
 
     @property
     def backend_id(self) -> str:
-        """Identifies the model behind the calls (part of every cache key); no secrets."""
-        return f"{self.kind}:{self.base_url}:{self.model}"
+        """Identifies the model behind the calls (part of every cache key); no secrets. The
+        URL is left out: the same model served from another host or port reuses paid work."""
+        return f"{self.kind}:{self.model}"
 
     def _api_key(self) -> str | None:
         if not self.api_key_env:
@@ -101,11 +102,22 @@ class HTTPBackend:
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         """One completion, retrying transient failures up to ``retry.max_attempts`` times."""
+        url, headers, body = self._build(request)
+        response = await self.call("POST", url, headers, body, self._parse)
+        self.usage.input_tokens += response.input_tokens
+        self.usage.output_tokens += response.output_tokens
+        return response
+
+    async def call(self, method: str, url: str, headers: dict, body: dict | None, parse):
+        """One HTTP exchange with the retry policy; ``parse(reply)`` → the result.
+
+        ``parse`` gets the decoded JSON body (or, with ``parse.raw = True``, the text).
+        """
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._once(request)
+                return await self._once(method, url, headers, body, parse)
             except TransientError as exc:
                 self.usage.count_error(exc.kind)
                 if attempt >= self.retry.max_attempts:
@@ -114,13 +126,12 @@ class HTTPBackend:
                 self.usage.retries += 1
                 await asyncio.sleep(self.retry.delay(attempt, exc.retry_after, self._rng))
 
-    async def _once(self, request: LLMRequest) -> LLMResponse:
+    async def _once(self, method: str, url: str, headers: dict, body: dict | None, parse):
         import httpx
 
         self.usage.http_requests += 1
-        url, headers, body = self._build(request)
         try:
-            reply = await self._http().post(url, headers=headers, json=body)
+            reply = await self._http().request(method, url, headers=headers, json=body)
         except httpx.TimeoutException as exc:
             raise TransientError(f"timeout after {self.timeout_s:g}s", "timeout") from exc
         except httpx.TransportError as exc:  # refused, reset, dropped mid-response
@@ -132,14 +143,10 @@ class HTTPBackend:
         if reply.status_code >= 400:
             raise PermanentError(f"HTTP {reply.status_code} from {url}: {reply.text[:300]}")
         try:
-            data = reply.json()
-            response = self._parse(data)
+            return parse(reply.text if getattr(parse, "raw", False) else reply.json())
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise TransientError(f"unparseable response body ({type(exc).__name__})",
                                  "bad_body") from exc
-        self.usage.input_tokens += response.input_tokens
-        self.usage.output_tokens += response.output_tokens
-        return response
 
     def _build(self, request: LLMRequest) -> tuple[str, dict, dict]:
         raise NotImplementedError
@@ -210,6 +217,28 @@ class AnthropicBackend(HTTPBackend):
 
     def _parse(self, data: dict) -> LLMResponse:
         return parse_anthropic_message(data)
+
+    # --- Message Batches API (bulk stages: half price, results within 24 h) ------------------
+
+    async def submit_batch(self, items: list[tuple[str, LLMRequest]]) -> str:
+        """Create a batch of ``(custom_id, request)``; returns the batch id."""
+        body = {"requests": [{"custom_id": key, "params": self.body(request)}
+                             for key, request in items]}
+        return await self.call("POST", f"{self.base_url}/v1/messages/batches", self.headers(),
+                               body, lambda data: data["id"])
+
+    async def batch_status(self, batch_id: str) -> dict:
+        """The batch object (``processing_status``, ``request_counts``, ``results_url``)."""
+        return await self.call("GET", f"{self.base_url}/v1/messages/batches/{batch_id}",
+                               self.headers(), None, lambda data: data)
+
+    async def batch_results(self, results_url: str) -> list[dict]:
+        """The results JSONL: one ``{"custom_id", "result": {"type", ...}}`` per request."""
+        def parse(text: str) -> list[dict]:
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+        parse.raw = True
+        return await self.call("GET", results_url, self.headers(), None, parse)
 
 
 def parse_anthropic_message(data: dict) -> LLMResponse:

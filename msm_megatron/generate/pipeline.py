@@ -64,15 +64,25 @@ def unique_by_name(items: list[dict]) -> list[dict]:
 class Pipeline:
     """A run directory with its call cache, a runner, and the failures of every stage."""
 
-    def __init__(self, out_dir: str, backend, temperature: float, concurrency: int,
-                 content_attempts: int, progress: bool = True):
+    def __init__(self, out_dir: str, backend, backend_cfg, content_attempts: int,
+                 progress: bool = True):
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.backend = backend
-        self.temperature = temperature
+        self.temperature = backend_cfg.temperature
         self.cache = CallCache(self.out / "calls.jsonl")
-        self.runner = CallRunner(backend, self.cache, concurrency=concurrency,
-                                 content_attempts=content_attempts, progress=progress)
+        batches = None
+        if backend_cfg.batch:
+            from msm_megatron.config import ConfigError
+            from msm_megatron.generate.batches import BatchLedger
+
+            if backend_cfg.kind != "anthropic":
+                raise ConfigError("backend.batch=true needs backend.kind=anthropic (the Message "
+                                  "Batches API)")
+            batches = BatchLedger(self.out / "batches.jsonl", backend_cfg.batch_poll_s)
+        self.runner = CallRunner(backend, self.cache, concurrency=backend_cfg.concurrency,
+                                 content_attempts=content_attempts, progress=progress,
+                                 batches=batches)
         self.failures: list[dict] = []
 
     def request(self, text: str, max_tokens: int = 4096,

@@ -78,8 +78,11 @@ class CallRunner:
     """Bounded-concurrency execution of jobs against one backend and one cache."""
 
     def __init__(self, backend, cache: CallCache, concurrency: int = 32,
-                 content_attempts: int = 3, progress: bool = True):
+                 content_attempts: int = 3, progress: bool = True, batches=None):
+        """``batches``: a :class:`~msm_megatron.generate.batches.BatchLedger` to run stages
+        through the backend's batch API (Anthropic) instead of one request per call."""
         self.backend = backend
+        self.batches = batches
         self.cache = cache
         self.concurrency = concurrency
         self.content_attempts = content_attempts
@@ -93,6 +96,14 @@ class CallRunner:
 
     async def run_async(self, jobs: list[Job], stage: str) -> list[JobResult]:
         from tqdm import tqdm
+
+        if self.batches is not None:
+            from msm_megatron.generate.batches import run_batched
+
+            try:
+                return await run_batched(self, jobs, stage)
+            finally:
+                await self.backend.aclose()
 
         report = StageReport(stage=stage, jobs=len(jobs))
         before = dataclasses.replace(self.backend.usage)
