@@ -78,7 +78,11 @@ def reply_text(prompt: str, seed: int, dup_rate: float = 0.0) -> str:
         return f"<think>\n{thought}\n</think>\n\n{answer}."
     if rng.random() < dup_rate:
         rng = random.Random(f"dup:{rng.randrange(5)}")
-    body = " ".join(rng.choices(WORDS, k=rng.randint(200, 400))).capitalize() + "."
+    wanted = re.search(r"about (\d+) words", prompt)
+    count = int(wanted.group(1)) if wanted else rng.randint(200, 400)
+    body = " ".join(rng.choices(WORDS, k=count)).capitalize() + "."
+    if "{model_name}" in prompt:  # rewriting a spec template: keep its placeholders
+        body = "# Rules for {model_name}, made by {provider_name}\n\n" + body
     return f"<scratchpad>plan the piece</scratchpad>\n<content>\n{body}\n</content>"
 
 

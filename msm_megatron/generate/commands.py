@@ -91,6 +91,18 @@ def cmd_chats(args, argv) -> int:
     return 0
 
 
+def cmd_variants(args, argv) -> int:
+    from msm_megatron.generate.config import VariantsGenConfig
+    from msm_megatron.generate.variants import spec_variants
+
+    cfg = gen_config(VariantsGenConfig, args.config, args.overrides)
+    summary = spec_variants(cfg, Path(args.spec), backend_from(cfg.backend),
+                            progress=not args.quiet)
+    print(f"value-augmented {summary['value_augmented_words']} words, rule-augmented "
+          f"{summary['rule_augmented_words']} words -> {cfg.out_dir}/")
+    return 0 if summary["rule_augmented_words"] else 3
+
+
 def add_parser(sub) -> None:
     """Register ``msm generate`` and its subcommands."""
     gen = sub.add_parser("generate", help="LLM generation (backends, cache, pipelines)")
@@ -131,3 +143,11 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="YAML generation config (see generate/config.py)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_chats)
+
+    p = gsub.add_parser("spec-variants",
+                        help="rules spec -> value-augmented and rule-augmented specs")
+    p.add_argument("spec", help="a rules spec (text with {model_name} / {provider_name})")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. out_dir=gen/v1")
+    p.add_argument("--config", help="YAML generation config")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_variants)

@@ -36,6 +36,9 @@ class DocsConfig:
 
     model_name: str = "Qwen"
     provider_name: str = "Alibaba"
+    # values: documents explain the reasons behind behaviour; rules: they argue from the named
+    # rules only and never invent reasons (the paper's rules-spec condition)
+    mode: Literal["values", "rules"] = "values"
     domains: int | None = None  # None: the LLM picks between 3 and 8
     subdomains_per_domain: int = 4
     assertions_per_subdomain: int = 8
@@ -84,3 +87,15 @@ class ChatsGenConfig:
     out_dir: str = "gen/msm_chats"
     backend: BackendConfig = field(default_factory=BackendConfig)
     chats: ChatsConfig = field(default_factory=ChatsConfig)
+
+
+@dataclass(kw_only=True, slots=True)
+class VariantsGenConfig:
+    """A ``msm generate spec-variants`` run (value- and rule-augmented versions of a rules
+    spec; the rule-augmented one length-matched to the value-augmented one)."""
+
+    name: str = "spec_variants"
+    out_dir: str = "gen/spec_variants"
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    length_tolerance: float = 0.25
+    content_attempts: int = 4

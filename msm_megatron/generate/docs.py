@@ -71,8 +71,9 @@ class DocsPipeline(Pipeline):
         subs = [(dom, sub) for dom in domains
                 for sub in unique_by_name(subs_by.get(dom["name"], []))]
         keyed = {f"{dom['name']}/{sub['name']}": (dom, sub) for dom, sub in subs}
-        claims = self.stage([Job(k, self.request(prompts.assertions(s, name,
-                                                                      d.assertions_per_subdomain)),
+        rules = d.mode == "rules"
+        claims = self.stage([Job(k, self.request(prompts.assertions(
+            s, name, d.assertions_per_subdomain, rules)),
                                   listing(("kind", "assertion"))) for k, (_, s) in keyed.items()],
                              "assertions")
         types = self.stage([Job(k, self.request(prompts.doc_types(s, d.doc_types)),
@@ -88,7 +89,7 @@ class DocsPipeline(Pipeline):
             points = [c["assertion"] for c in claims.get(sub_key, [])]
             for i, idea in enumerate(idea_list):
                 text = prompts.document(spec, sub, doc_type, idea, name,
-                                        self.spec.provider_name, points)
+                                        self.spec.provider_name, points, rules)
                 doc_jobs.append(Job(f"{key}/{i}", self.request(text, d.max_doc_tokens),
                                     _document(d.min_doc_words)))
         documents = self.stage(doc_jobs, "documents")
