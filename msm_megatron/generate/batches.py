@@ -1,4 +1,4 @@
-"""Bulk stages through the Anthropic Message Batches API, resumable across processes.
+"""Bulk stages: Anthropic Message Batches (resumable across processes) or an in-process engine.
 
 A stage's uncached calls are submitted as batches (``custom_id`` = the call's cache key); the
 batch id and its keys are appended to ``batches.jsonl`` in the run directory *before* polling
@@ -102,6 +102,20 @@ async def _fetch(runner, needed: dict[str, LLMRequest], stage: str, report: Stag
                 pass
 
 
+async def _generate_in_process(runner, needed: dict[str, LLMRequest],
+                               report: StageReport) -> None:
+    """All needed calls in one engine call (the engine batches and schedules them itself)."""
+    if not needed:
+        return
+    items = list(needed.items())
+    responses = await asyncio.to_thread(runner.backend.generate_many, [r for _, r in items])
+    for (key, _), response in zip(items, responses, strict=True):
+        runner.cache.put(key, response)
+        report.calls += 1
+        report.input_tokens += response.input_tokens
+        report.output_tokens += response.output_tokens
+
+
 async def run_batched(runner, jobs: list[Job], stage: str) -> list[JobResult]:
     """A stage in rounds: attempt k of every unfinished job goes out as one batch fetch."""
     report = StageReport(stage=stage, jobs=len(jobs))
@@ -113,8 +127,11 @@ async def run_batched(runner, jobs: list[Job], stage: str) -> list[JobResult]:
         requests = {job.id: dataclasses.replace(job.request, attempt=attempt) for job in pending}
         keys = {jid: req.key(runner.backend.backend_id) for jid, req in requests.items()}
         report.cached_calls += sum(k in runner.cache for k in keys.values())
-        await _fetch(runner, {keys[j]: requests[j] for j in keys if keys[j] not in runner.cache},
-                     stage, report)
+        needed = {keys[j]: requests[j] for j in keys if keys[j] not in runner.cache}
+        if hasattr(runner.backend, "generate_many"):  # an in-process engine (vLLM offline)
+            await _generate_in_process(runner, needed, report)
+        else:
+            await _fetch(runner, needed, stage, report)
         still = []
         for job in pending:
             result, response = results[job.id], runner.cache.get(keys[job.id])

@@ -54,6 +54,10 @@ def backend_from(b):
     from msm_megatron.generate.http_backends import make_backend
     from msm_megatron.generate.retry import RetryPolicy
 
+    if b.kind == "vllm":
+        from msm_megatron.generate.vllm_offline import VLLMOfflineBackend
+
+        return VLLMOfflineBackend(b.model, tensor_parallel_size=b.tensor_parallel_size)
     return make_backend(b.kind, b.model, base_url=b.base_url, api_key_env=b.api_key_env,
                         timeout_s=b.timeout_s, max_connections=b.concurrency,
                         retry=RetryPolicy(max_attempts=b.max_attempts))

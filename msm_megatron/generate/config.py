@@ -16,7 +16,7 @@ from typing import Literal
 class BackendConfig:
     """Which LLM writes, and how hard to push it. The key comes from ``api_key_env``."""
 
-    kind: Literal["openai", "anthropic"] = "openai"
+    kind: Literal["openai", "anthropic", "vllm"] = "openai"
     base_url: str | None = "http://127.0.0.1:8000/v1"
     model: str = "Qwen/Qwen3-32B"
     api_key_env: str | None = None
@@ -28,6 +28,7 @@ class BackendConfig:
     usd_per_mtok_out: float = 0.0
     batch: bool = False  # anthropic only: stages go out as Message Batches (resumable)
     batch_poll_s: float = 60.0
+    tensor_parallel_size: int = 1  # vllm only
 
 
 @dataclass(kw_only=True, slots=True)

@@ -97,7 +97,7 @@ class CallRunner:
     async def run_async(self, jobs: list[Job], stage: str) -> list[JobResult]:
         from tqdm import tqdm
 
-        if self.batches is not None:
+        if self.batches is not None or hasattr(self.backend, "generate_many"):
             from msm_megatron.generate.batches import run_batched
 
             try:
