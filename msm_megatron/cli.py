@@ -130,7 +130,8 @@ def cmd_data_prepare(args, argv: list[str]) -> int:
 def cmd_demo(args, argv: list[str]) -> int:
     from msm_megatron.demo import run_demo
 
-    return run_demo(out_dir=Path(args.out), nproc=args.nproc, overrides=args.overrides)
+    return run_demo(out_dir=Path(args.out), nproc=args.nproc, overrides=args.overrides,
+                    llm_base_url=args.llm_base_url, llm_model=args.llm_model)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("overrides", nargs="*", help="dotlist overrides for the toy recipe")
     demo.add_argument("--out", default="runs/demo", help="output directory")
     demo.add_argument("--nproc", type=int, default=1, help="ranks (2 with parallel.tp=2)")
+    demo.add_argument("--llm-base-url", help="OpenAI-compatible endpoint: generate the corpus "
+                      "and chats from the example spec instead of using the bundled ones")
+    demo.add_argument("--llm-model", help="model name at --llm-base-url")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -5,6 +5,9 @@ Run::
     msm demo                              # one process
     msm demo --nproc 2 parallel.tp=2      # two ranks, tensor parallel, via torchrun
 
+0. with an OpenAI-compatible endpoint configured (``--llm-base-url``/``--llm-model`` or
+   ``MSM_DEMO_LLM_BASE_URL``/``MSM_DEMO_LLM_MODEL``), generates a small corpus and AFT chats
+   from ``examples/spec/qwen_spec.txt``; otherwise uses the bundled example corpus and chats;
 1. trains a tiny Qwen-like BPE tokenizer with a ChatML/Qwen3-style chat template on the demo
    corpus (:mod:`msm_megatron.data.toy_tokenizer`);
 2. prepares the corpus (documents) and the example AFT + instruction chats (with assistant-only
@@ -20,18 +23,61 @@ stage resumes from its latest checkpoint.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from msm_megatron.config import Config, apply_overrides, save_yaml
 from msm_megatron.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "examples" / "spec" / "qwen_spec.txt"
 CORPUS = REPO / "examples" / "corpus" / "demo_corpus.jsonl"
 CHATS = [REPO / "examples" / "chats" / "aft_demo.jsonl",
          REPO / "examples" / "chats" / "it_mix_demo.jsonl"]
 
 
-def prepare_demo_data(out_dir: Path) -> tuple[Path, Path, int]:
+LLM_ENV = ("MSM_DEMO_LLM_BASE_URL", "MSM_DEMO_LLM_MODEL")
+
+
+def demo_sources(out_dir: Path, base_url: str | None = None,
+                 model: str | None = None) -> tuple[list[Path], list[Path]]:
+    """The corpus and chat JSONL files the demo trains on.
+
+    With an OpenAI-compatible endpoint (``--llm-base-url``/``--llm-model`` or the environment
+    variables ``MSM_DEMO_LLM_BASE_URL``/``MSM_DEMO_LLM_MODEL``) they are generated from the
+    example spec by ``msm generate docs`` and ``msm generate chats`` at a small scale (cached:
+    a rerun pays nothing); otherwise the bundled example corpus and chats are used.
+    """
+    base_url = base_url or os.environ.get(LLM_ENV[0])
+    model = model or os.environ.get(LLM_ENV[1])
+    if not base_url:
+        return [CORPUS], CHATS
+    from msm_megatron.config import apply_overrides
+    from msm_megatron.generate.chats import ChatsPipeline
+    from msm_megatron.generate.commands import backend_from
+    from msm_megatron.generate.config import ChatsGenConfig, DocsGenConfig
+    from msm_megatron.generate.docs import DocsPipeline
+    from msm_megatron.spec import load_spec
+
+    backend = [f"backend.base_url={base_url}", f"backend.model={model or 'default'}"]
+    docs = apply_overrides(DocsGenConfig(), [*backend, f"out_dir={out_dir / 'gen' / 'docs'}",
+                                             "docs.domains=3", "docs.subdomains_per_domain=2",
+                                             "docs.doc_types=4", "docs.ideas_per_type=3"])
+    chats = apply_overrides(ChatsGenConfig(), [*backend, f"out_dir={out_dir / 'gen' / 'chats'}",
+                                               "chats.domains=4", "chats.questions_per_style=3",
+                                               "chats.target=60"])
+    print(f"[demo] generating the corpus and AFT chats with {model} at {base_url}")
+    spec = load_spec(SPEC, docs.docs.model_name, docs.docs.provider_name)
+    summary = DocsPipeline(docs, spec, backend_from(docs.backend)).run()
+    print(f"[demo] {summary['documents']} generated documents -> {docs.out_dir}")
+    summary = ChatsPipeline(chats, spec, backend_from(chats.backend)).run()
+    print(f"[demo] {summary['chats']} generated AFT chats -> {chats.out_dir}")
+    return ([Path(docs.out_dir) / "dataset.jsonl"],
+            [Path(chats.out_dir) / "with_cot" / "dataset.jsonl", CHATS[1]])
+
+
+def prepare_demo_data(out_dir: Path, sources: tuple[list[Path], list[Path]] | None = None
+                      ) -> tuple[Path, Path, int]:
     """Tokenizer + prepared corpus and chats under ``out_dir`` (reused when present)."""
     from msm_megatron.data.prepare import prepare_jsonl
     from msm_megatron.data.tokenizers import load_tokenizer
@@ -44,7 +90,9 @@ def prepare_demo_data(out_dir: Path) -> tuple[Path, Path, int]:
     tokenizer = load_tokenizer(tok_dir)
     corpus, chats = out_dir / "data" / "corpus", out_dir / "data" / "chats"
     corpus.parent.mkdir(parents=True, exist_ok=True)
-    for inputs, prefix, kind in (([CORPUS], corpus, "documents"), (CHATS, chats, "chats")):
+    corpus_files, chat_files = sources or ([CORPUS], CHATS)
+    for inputs, prefix, kind in ((corpus_files, corpus, "documents"),
+                                 (chat_files, chats, "chats")):
         stats = prepare_jsonl(inputs, tokenizer, prefix, kind=kind)
         print(f"[demo] {prefix}: {stats['documents']} {kind}, {stats['tokens']} tokens"
               + (" (reused)" if stats.get("reused") else ""))
@@ -89,12 +137,14 @@ def _train(cfg: Config, config_path: Path, nproc: int) -> int:
         destroy_distributed()
 
 
-def run_demo(out_dir: Path, nproc: int = 1, overrides: list[str] | None = None) -> int:
+def run_demo(out_dir: Path, nproc: int = 1, overrides: list[str] | None = None,
+             llm_base_url: str | None = None, llm_model: str | None = None) -> int:
     """Prepare data, midtrain, then SFT the toy Qwen3; returns the first non-zero exit code."""
     from msm_megatron.recipes import get_recipe
 
     out_dir = Path(out_dir)
-    corpus, chats, vocab = prepare_demo_data(out_dir)
+    corpus, chats, vocab = prepare_demo_data(
+        out_dir, demo_sources(out_dir, llm_base_url, llm_model))
     mid_dir, sft_dir = out_dir / "midtrain", out_dir / "sft"
     common = [f"model.vocab_size={vocab}", *(overrides or [])]
     mid = apply_overrides(get_recipe("qwen3_toy_midtrain"), [

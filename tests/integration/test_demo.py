@@ -20,3 +20,19 @@ def test_demo_runs_every_stage_and_exports_a_checked_hf_model(tmp_path):
     assert (hf / "model.safetensors").exists() and (hf / "tokenizer.json").exists()
     assert (out / "loss.png").exists()
     assert "greedy tokens match" in done.stdout
+
+
+def test_demo_generates_its_data_when_an_endpoint_is_configured(tmp_path):
+    from tests.integration.llm_fixtures import llm_server
+
+    out = tmp_path / "demo"
+    with llm_server("--fault-rate", "0.1", "--faults", "429,500") as url:
+        done = subprocess.run([sys.executable, "-m", "msm_megatron.cli", "demo", "--out",
+                               str(out), "train.steps=2", "--llm-base-url", f"{url}/v1",
+                               "--llm-model", "fake"], cwd=REPO, env=run_env(),
+                              capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    generated = out / "gen" / "docs" / "dataset.jsonl"
+    stats = json.loads((out / "data" / "corpus.stats.json").read_text())
+    assert str(generated) in json.dumps(stats)  # the corpus trained on is the generated one
+    assert "generated documents" in done.stdout and "generated AFT chats" in done.stdout
