@@ -132,26 +132,22 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_complete)
 
-    p = gsub.add_parser("docs", help="Model Spec -> MSM document corpus (dataset.jsonl)")
-    p.add_argument("spec", help="spec text file with {model_name} / {provider_name}")
-    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. docs.ideas_per_type=10")
-    p.add_argument("--config", help="YAML generation config (see generate/config.py)")
+    p = _spec_command(gsub, "docs", cmd_docs, "Model Spec -> MSM document corpus",
+                      "docs.ideas_per_type=10")
     p.add_argument("--preview", action="store_true",
                    help="print projected counts and cost; send nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_docs)
+    _spec_command(gsub, "chats", cmd_chats, "Model Spec -> AFT chats with_cot/ and no_cot/",
+                  "chats.target=2000")
+    _spec_command(gsub, "spec-variants", cmd_variants,
+                  "rules spec -> value-augmented and rule-augmented specs", "out_dir=gen/v1")
 
-    p = gsub.add_parser("chats", help="Model Spec -> AFT chats with_cot/ and no_cot/")
+
+def _spec_command(gsub, name: str, func, help_text: str, example: str):
+    """A ``msm generate <name> SPEC [overrides] [--config] [--quiet]`` subcommand."""
+    p = gsub.add_parser(name, help=help_text)
     p.add_argument("spec", help="spec text file with {model_name} / {provider_name}")
-    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. chats.target=2000")
+    p.add_argument("overrides", nargs="*", help=f"dotlist overrides, e.g. {example}")
     p.add_argument("--config", help="YAML generation config (see generate/config.py)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_chats)
-
-    p = gsub.add_parser("spec-variants",
-                        help="rules spec -> value-augmented and rule-augmented specs")
-    p.add_argument("spec", help="a rules spec (text with {model_name} / {provider_name})")
-    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. out_dir=gen/v1")
-    p.add_argument("--config", help="YAML generation config")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_variants)
+    p.set_defaults(func=func)
+    return p
