@@ -119,6 +119,7 @@ async def _generate_in_process(runner, needed: dict[str, LLMRequest],
 async def run_batched(runner, jobs: list[Job], stage: str) -> list[JobResult]:
     """A stage in rounds: attempt k of every unfinished job goes out as one batch fetch."""
     report = StageReport(stage=stage, jobs=len(jobs))
+    before = dataclasses.replace(runner.backend.usage)
     results = {job.id: JobResult(job.id) for job in jobs}
     pending = list(jobs)
     for attempt in range(runner.content_attempts):
@@ -147,6 +148,8 @@ async def run_batched(runner, jobs: list[Job], stage: str) -> list[JobResult]:
                 still.append(job)
         pending = still
     ordered = [results[job.id] for job in jobs]
+    report.http_requests = runner.backend.usage.http_requests - before.http_requests
+    report.retries = runner.backend.usage.retries - before.retries
     report.succeeded = sum(r.ok for r in ordered)
     report.failures = [{"id": r.id, "error": r.error, "attempts": r.attempts}
                        for r in ordered if not r.ok]
