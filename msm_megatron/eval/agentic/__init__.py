@@ -1,0 +1,1 @@
+"""Agentic misalignment (after Lynch et al. 2025): scenarios, factor grid, tool-block parsing."""

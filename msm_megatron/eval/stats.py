@@ -1,0 +1,56 @@
+"""Rates with honest uncertainty: Wilson score intervals and arm-vs-arm differences.
+
+A misalignment rate is a binomial proportion: ``k`` harmful verdicts out of ``n`` samples. Its
+95 % interval is the Wilson score interval (good at small ``n`` and near 0 or 1, where the
+normal "± 1.96·stderr" interval goes below 0 or above 1). The difference of two arms' rates
+gets Newcombe's hybrid score interval (method 10), built from the two Wilson intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+Z95 = 1.959963984540054  # the 97.5th percentile of the standard normal
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``k`` of ``n`` with its Wilson interval."""
+
+    k: int
+    n: int
+    low: float
+    high: float
+
+    @property
+    def value(self) -> float:
+        return self.k / self.n if self.n else float("nan")
+
+
+def wilson(k: int, n: int, z: float = Z95) -> Rate:
+    """Wilson score interval for ``k`` successes in ``n`` trials (``n`` = 0 → the whole [0, 1])."""
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return Rate(0, 0, 0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return Rate(k, n, max(0.0, centre - half), min(1.0, centre + half))
+
+
+def difference(a: Rate, b: Rate) -> tuple[float, float, float]:
+    """``a - b`` and its Newcombe (hybrid score) 95 % interval."""
+    pa, pb = a.value, b.value
+    d = pa - pb
+    low = d - math.sqrt((pa - a.low) ** 2 + (b.high - pb) ** 2)
+    high = d + math.sqrt((a.high - pa) ** 2 + (pb - b.low) ** 2)
+    return d, max(-1.0, low), min(1.0, high)
+
+
+def mean_rate(rates: list[Rate]) -> float:
+    """Average of per-condition rates (the paper's "average misalignment rate")."""
+    values = [r.value for r in rates if r.n]
+    return sum(values) / len(values) if values else float("nan")

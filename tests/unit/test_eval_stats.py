@@ -1,0 +1,55 @@
+"""Wilson intervals against published values and an independent root-finding reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from msm_megatron.eval.stats import Z95, difference, mean_rate, wilson
+
+
+def reference_wilson(k: int, n: int) -> tuple[float, float]:
+    """The interval as the two solutions p of |k/n - p| = z·sqrt(p(1-p)/n), by bisection."""
+    phat = k / n
+
+    def gap(p):
+        return abs(phat - p) - Z95 * math.sqrt(p * (1 - p) / n)
+
+    def root(lo, hi):
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            if (gap(lo) > 0) == (gap(mid) > 0):
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+
+    low = 0.0 if k == 0 else root(0.0, phat)
+    high = 1.0 if k == n else root(phat, 1.0)
+    return low, high
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 20), (1, 29), (7, 20), (81, 263), (150, 300),
+                                      (299, 300), (300, 300), (21, 300)])
+def test_wilson_matches_reference(k, n):
+    rate = wilson(k, n)
+    low, high = reference_wilson(k, n)
+    assert rate.low == pytest.approx(low, abs=1e-9) and rate.high == pytest.approx(high, abs=1e-9)
+
+
+def test_wilson_published_values():
+    # Newcombe (1998), Statistics in Medicine 17:857, Table I (method 3 = Wilson score)
+    assert (round(wilson(81, 263).low, 4), round(wilson(81, 263).high, 4)) == (0.2553, 0.3662)
+    assert (round(wilson(15, 148).low, 4), round(wilson(15, 148).high, 4)) == (0.0624, 0.1605)
+    assert (round(wilson(0, 20).low, 4), round(wilson(0, 20).high, 4)) == (0.0, 0.1611)
+
+
+def test_difference_and_mean():
+    a, b = wilson(56, 70), wilson(48, 80)
+    d, low, high = difference(a, b)
+    assert d == pytest.approx(0.2) and low < d < high and -1 <= low and high <= 1
+    assert difference(wilson(0, 10), wilson(0, 10))[0] == 0
+    assert mean_rate([wilson(1, 10), wilson(3, 10), wilson(0, 0)]) == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        wilson(5, 3)
