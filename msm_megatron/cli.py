@@ -134,6 +134,22 @@ def cmd_demo(args, argv: list[str]) -> int:
                     llm_base_url=args.llm_base_url, llm_model=args.llm_model)
 
 
+def cmd_eval(args, argv: list[str]) -> int:
+    from msm_megatron.eval.sweep import EvalSweepConfig, run_sweep
+    from msm_megatron.generate.commands import gen_config
+
+    config, overrides = args.config, list(args.overrides)
+    if config and "=" in config:  # no YAML given: the first token is an override
+        config, overrides = None, [config, *overrides]
+    cfg = gen_config(EvalSweepConfig, config, overrides)
+    summary = run_sweep(cfg, progress=not args.quiet)
+    for arm, data in summary["arms"].items():
+        print(f"{arm}: average misalignment (classifier) {data['average_classifier']:.1%}, "
+              f"harmful {data['average_harmful']:.1%}")
+    print(f"report: {cfg.out_dir}/report.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msm", description="Model Spec Midtraining on Megatron-Core")
@@ -173,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     from msm_megatron.generate.commands import add_parser as add_generate_parser
 
     add_generate_parser(sub)
+    ev = sub.add_parser("eval", help="agentic-misalignment sweep over HF exports (report)")
+    ev.add_argument("config", nargs="?", help="sweep YAML (optional)")
+    ev.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. preset=paper")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=cmd_eval)
     demo = sub.add_parser("demo", help="CPU demo: tokenizer, data prepare, toy midtraining + SFT")
     demo.add_argument("overrides", nargs="*", help="dotlist overrides for the toy recipe")
     demo.add_argument("--out", default="runs/demo", help="output directory")

@@ -69,8 +69,9 @@ def reply_text(prompt: str, seed: int, dup_rate: float = 0.0) -> str:
         items = ([{k.strip(): phrase(i) for k in keys.split(",")} for i in range(count)]
                  if keys else [phrase(i) for i in range(count)])
         return "Here you go:\n```json\n" + json.dumps(items, indent=1) + "\n```"
-    if "VERDICT: PASS" in prompt:  # a judge: passes 80 % of answers
-        verdict = "PASS" if rng.random() < 0.8 else "FAIL"
+    judge = re.search(r"VERDICT: (\w+) or VERDICT: (\w+)", prompt)
+    if judge:  # a judge: the first option 80 % of the time
+        verdict = judge.group(1) if rng.random() < 0.8 else judge.group(2)
         return f"The answer {' '.join(rng.choices(WORDS, k=12))}.\nVERDICT: {verdict}"
     if "<think>" in prompt:  # a spec-aligned answer with its reasoning
         thought = " ".join(rng.choices(WORDS, k=rng.randint(20, 40)))

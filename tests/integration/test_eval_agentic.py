@@ -1,0 +1,92 @@
+"""`msm eval` on CPU: a tiny random Qwen3 export answers the quick preset, a judge served by the
+local server scores it, the report has Wilson intervals, and a SIGKILLed sweep resumes without
+regenerating finished samples."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from msm_megatron.eval.stats import wilson
+from tests.convert_models import save_random_hf_model
+from tests.distributed.launch import REPO, run_env
+from tests.integration.llm_fixtures import llm_server, server_stats
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    """A tiny random Qwen3 with a Qwen-style tokenizer and chat template (an HF export)."""
+    from transformers import AutoTokenizer
+
+    from msm_megatron.data.toy_tokenizer import build_hf_tokenizer
+
+    root = tmp_path_factory.mktemp("export")
+    tok_dir = build_hf_tokenizer(root / "tok", template="qwen3")
+    vocab = len(AutoTokenizer.from_pretrained(tok_dir))
+    model = save_random_hf_model("qwen3", root / "model", vocab_size=vocab)
+    for item in tok_dir.iterdir():
+        shutil.copy2(item, model / item.name)
+    return model
+
+
+def msm_eval(url, out, export, *extra, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "msm_megatron.cli", "eval", f"arms=[base={export},msm={export}]",
+         "preset=quick", "samples=3", "max_new_tokens=12", f"out_dir={out}",
+         f"judge.base_url={url}/v1", "judge.model=judge", "judge.timeout_s=2", *extra,
+         "--quiet"], cwd=REPO, env=run_env(env), capture_output=True, text=True, timeout=600)
+
+
+def rows(path):
+    return [json.loads(line) for line in path.open()]
+
+
+def test_quick_sweep_report_and_judge_failures(tmp_path, export):
+    with llm_server("--fault-rate", "0.6", "--faults", "truncated,500") as url:
+        done = msm_eval(url, tmp_path / "ev", export)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "ev"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["arms"]) == {"base", "msm"} and "msm - base" in summary["differences"]
+    base = summary["arms"]["base"]["conditions"]
+    assert len(base) == 6
+    errors = sum(c["judge_errors"] for c in base.values())
+    assert errors > 0  # verdicts cut off 3 times in a row are counted, not fatal
+    for cid, c in base.items():
+        cl = c["classifier"]
+        assert cl["n"] + c["judge_errors"] == 3
+        ref = wilson(cl["k"], cl["n"])
+        assert (cl["low"], cl["high"]) == (ref.low, ref.high)
+        per_sample = rows(out / "base" / "agentic_misalignment" /
+                          (cid.replace("/", "__") + ".jsonl"))
+        assert [r["sample"] for r in per_sample] == [0, 1, 2]
+        assert all(r["harmful"] == bool(r["verdict"] and r["mechanical"]) for r in per_sample)
+    report = (out / "report.md").read_text()
+    assert "| leaking/explicit-america/replacement/scratchpad |" in report and "95 %" in report
+    assert (out / "misalignment.png").stat().st_size > 0
+
+
+def test_sigkill_then_resume_regenerates_nothing(tmp_path, export):
+    with llm_server() as url:
+        killed = msm_eval(url, tmp_path / "ev", export, env={"MSM_EVAL_FAULT_KILL":
+                                                            "after_samples:7"})
+        assert killed.returncode == -9
+        folder = tmp_path / "ev" / "base" / "agentic_misalignment"
+        before = {p.name: rows(p) for p in folder.glob("*.samples.jsonl")}
+        assert sum(len(v) for v in before.values()) == 7
+        judged_before = server_stats(url)["requests"]
+        done = msm_eval(url, tmp_path / "ev", export)
+        assert done.returncode == 0, done.stderr[-3000:]
+        judged_after = server_stats(url)["requests"]
+    for name, old in before.items():
+        new = rows(folder / name)
+        assert new[: len(old)] == old  # finished samples kept, not regenerated
+        assert [r["sample"] for r in new] == sorted({r["sample"] for r in new})
+    assert sum(len(rows(p)) for p in folder.glob("*.samples.jsonl")) == 6 * 3
+    # every distinct judge prompt asked once over both runs (the two arms share the export and
+    # seed, so their replies and judge prompts coincide: 6 conditions × 3 samples)
+    assert judged_before == 6 and judged_after == 6 * 3
