@@ -37,7 +37,7 @@ def msm_eval(url, out, export, *extra, env=None):
     return subprocess.run(
         [sys.executable, "-m", "msm_megatron.cli", "eval", f"arms=[base={export},msm={export}]",
          "preset=quick", "samples=3", "max_new_tokens=12", f"out_dir={out}",
-         f"judge.base_url={url}/v1", "judge.model=judge", "judge.timeout_s=2", *extra,
+         f"judge.base_url={url}/v1", "judge.model=judge", "judge.timeout_s=10", *extra,
          "--quiet"], cwd=REPO, env=run_env(env), capture_output=True, text=True, timeout=600)
 
 

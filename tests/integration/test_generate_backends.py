@@ -38,8 +38,8 @@ def jobs(n: int, parse=lambda r: r.text, poison: set[int] = frozenset()) -> list
 
 
 def test_transport_faults_are_retried_with_exact_accounting(tmp_path):
-    with llm_server("--fault-rate", "0.3", "--faults", TRANSPORT, "--stall", "2") as url:
-        backend = OpenAICompatBackend(f"{url}/v1", "fake", timeout_s=0.5, retry=FAST, seed=0)
+    with llm_server("--fault-rate", "0.3", "--faults", TRANSPORT, "--stall", "6") as url:
+        backend = OpenAICompatBackend(f"{url}/v1", "fake", timeout_s=3, retry=FAST, seed=0)
         runner = CallRunner(backend, CallCache(tmp_path / "calls.jsonl"), concurrency=32,
                             progress=False)
         results = runner.run(jobs(300), stage="docs")
@@ -119,16 +119,16 @@ def msm_complete(prompts, out, url, *extra, env=None) -> subprocess.CompletedPro
 
 def test_sigkill_mid_run_then_resume_repeats_no_completed_call(tmp_path):
     write_prompts(tmp_path / "prompts.jsonl", 120)
-    args = ("--fault-rate", "0.2", "--faults", TRANSPORT, "--latency", "0.01", "--stall", "2")
+    args = ("--fault-rate", "0.2", "--faults", TRANSPORT, "--latency", "0.01", "--stall", "6")
     with llm_server(*args) as url:
         killed = msm_complete(tmp_path / "prompts.jsonl", tmp_path / "out", url,
-                              "--concurrency", "8", "--timeout", "0.5",
+                              "--concurrency", "8", "--timeout", "3",
                               env={"MSM_GEN_FAULT_KILL": "after_calls:50"})
         assert killed.returncode == -9, killed.stderr[-2000:]
         cached = sum(1 for _ in open(tmp_path / "out" / "calls.jsonl"))
         assert cached == 50
         done = msm_complete(tmp_path / "prompts.jsonl", tmp_path / "out", url,
-                            "--concurrency", "8", "--timeout", "0.5")
+                            "--concurrency", "8", "--timeout", "3")
         assert done.returncode == 0, done.stderr[-2000:]
         stats = server_stats(url)
     report = json.loads((tmp_path / "out" / "report.json").read_text())

@@ -18,7 +18,7 @@ SPEC = REPO / "examples" / "spec" / "qwen_spec.txt"
 def generate_chats(url, out, *extra) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "msm_megatron.cli", "generate", "chats",
                            str(SPEC), f"backend.base_url={url}/v1", "backend.model=fake",
-                           f"out_dir={out}", "backend.timeout_s=1", "chats.domains=3",
+                           f"out_dir={out}", "backend.timeout_s=3", "chats.domains=3",
                            "chats.questions_per_style=3", *extra, "--quiet"], cwd=REPO,
                           env=run_env(), capture_output=True, text=True, timeout=600)
 
@@ -28,7 +28,7 @@ def read(path):
 
 
 def test_chats_with_faults_dedupe_judge_and_both_variants(tmp_path):
-    with llm_server("--fault-rate", "0.3", "--dup-rate", "0.25", "--stall", "2") as url:
+    with llm_server("--fault-rate", "0.3", "--dup-rate", "0.25", "--stall", "6") as url:
         done = generate_chats(url, tmp_path / "aft", "chats.target=30")
         assert len(server_stats(url)["faults"]) >= 6
     assert done.returncode == 0, done.stderr[-3000:]

@@ -18,7 +18,7 @@ from tests.integration.llm_fixtures import llm_server, server_stats
 
 SPEC = REPO / "examples" / "spec" / "qwen_spec.txt"
 SMALL = ["docs.domains=3", "docs.subdomains_per_domain=2", "docs.doc_types=3",
-         "docs.ideas_per_type=2", "backend.timeout_s=1", "backend.concurrency=8"]
+         "docs.ideas_per_type=2", "backend.timeout_s=3", "backend.concurrency=8"]
 
 
 def generate_docs(url, out, *extra, env=None, spec=SPEC) -> subprocess.CompletedProcess:
@@ -34,7 +34,7 @@ def shingles(text: str) -> set[str]:
 
 
 def test_docs_with_every_fault_kind(tmp_path):
-    with llm_server("--fault-rate", "0.4", "--dup-rate", "0.2", "--stall", "2") as url:
+    with llm_server("--fault-rate", "0.4", "--dup-rate", "0.2", "--stall", "6") as url:
         done = generate_docs(url, tmp_path / "gen")
         stats = server_stats(url)
     assert done.returncode == 0, done.stderr[-3000:]
