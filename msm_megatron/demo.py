@@ -100,15 +100,11 @@ def prepare_demo_data(out_dir: Path, sources: tuple[list[Path], list[Path]] | No
 
 
 def plot_losses(runs: dict[str, Path], out_png: Path) -> Path | None:
-    """Loss curves of the demo's stages as one PNG (None when matplotlib is missing)."""
-    try:
-        import matplotlib
+    """Loss curves of the demo's stages as one PNG."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.5))
+    fig = Figure(figsize=(5 * len(runs), 3.5))
+    axes = fig.subplots(1, len(runs))
     for ax, (title, run_dir) in zip(axes, runs.items(), strict=True):
         records = read_metrics(run_dir)
         steps = sorted(records)
@@ -117,7 +113,6 @@ def plot_losses(runs: dict[str, Path], out_png: Path) -> Path | None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
-    plt.close(fig)
     return out_png
 
 

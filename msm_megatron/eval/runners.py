@@ -50,25 +50,19 @@ class EndpointRunner:
     """An OpenAI-compatible server (e.g. ``vllm serve`` of the export), through the call cache."""
 
     def __init__(self, backend, cache, max_new_tokens: int, temperature: float):
-        self.backend, self.cache = backend, cache
+        from msm_megatron.generate.runner import CallRunner
+
+        self.calls = CallRunner(backend, cache, concurrency=1, content_attempts=1,
+                                progress=False)
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
 
     def reply(self, system: str, user: str, sample: int) -> str:
-        import asyncio
-
-        from msm_megatron.generate.llm import LLMRequest
+        from msm_megatron.generate.llm import LLMRequest, TransientError
+        from msm_megatron.generate.runner import Job
 
         request = LLMRequest.user(user, system=system, max_tokens=self.max_new_tokens,
                                   temperature=self.temperature, attempt=sample)
-        key = request.key(self.backend.backend_id)
-        cached = self.cache.get(key)
-        if cached is None:
-            cached = asyncio.run(self._complete(request))
-            self.cache.put(key, cached)
-        return cached.text
-
-    async def _complete(self, request):
-        try:
-            return await self.backend.complete(request)
-        finally:
-            await self.backend.aclose()
+        (result,) = self.calls.run([Job(str(sample), request)], stage="sample")
+        if not result.ok:
+            raise TransientError(f"sample {sample}: {result.error}")
+        return result.value

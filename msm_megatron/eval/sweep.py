@@ -162,16 +162,12 @@ def report_markdown(summary: dict, cfg: EvalSweepConfig) -> str:
 
 
 def plot(summary: dict, path: Path) -> None:
-    try:
-        import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
     arms = list(summary["arms"])
     conditions = list(summary["arms"][arms[0]]["conditions"])
-    fig, ax = plt.subplots(figsize=(max(6, len(conditions) * 0.6), 4))
+    fig = Figure(figsize=(max(6, len(conditions) * 0.6), 4))
+    ax = fig.subplots()
     width = 0.8 / len(arms)
     for j, arm in enumerate(arms):
         rates = [summary["arms"][arm]["conditions"][c]["classifier"] for c in conditions]
@@ -186,4 +182,3 @@ def plot(summary: dict, path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

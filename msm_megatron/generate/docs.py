@@ -25,27 +25,25 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from pathlib import Path
 
 from msm_megatron.config import save_yaml
 from msm_megatron.generate import prompts
 from msm_megatron.generate.config import DocsGenConfig
-from msm_megatron.generate.pipeline import Pipeline, listing, slug, unique_by_name
+from msm_megatron.generate.pipeline import (
+    Pipeline,
+    listing,
+    slug,
+    tagged_content,
+    unique_by_name,
+)
 from msm_megatron.generate.runner import ContentError, Job
 from msm_megatron.spec import Spec
-
-_CONTENT = re.compile(r"<content>(.*?)</content>", re.S)
 
 
 def _document(min_words: int):
     def parse(response):
-        if response.truncated:
-            raise ContentError("truncated (raise docs.max_doc_tokens)")
-        found = _CONTENT.search(response.text)
-        if not found:
-            raise ContentError("no <content>…</content> (scratchpad text is never used)")
-        text = found.group(1).strip()
+        text = tagged_content(response, " (raise docs.max_doc_tokens)")
         if len(text.split()) < min_words:
             raise ContentError(f"shorter than {min_words} words")
         return {"text": text, "tokens": response.output_tokens}
@@ -154,20 +152,15 @@ class DocsPipeline(Pipeline):
 
 
 def _plot_lengths(lengths: list[int], path: Path) -> None:
-    try:
-        import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.hist(lengths or [0], bins=40)
     ax.set(xlabel="document length (output tokens)", ylabel="documents",
            title=f"{len(lengths)} documents")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def preview(cfg: DocsGenConfig, spec: Spec) -> str:

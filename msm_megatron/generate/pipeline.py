@@ -16,6 +16,7 @@ from msm_megatron.generate.llm import LLMRequest
 from msm_megatron.generate.runner import CallRunner, ContentError, Job
 
 _JSON_BLOCK = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+_CONTENT = re.compile(r"<content>(.*?)</content>", re.S)
 
 
 def slug(name: str) -> str:
@@ -40,6 +41,19 @@ def parse_json_list(text: str, keys: tuple[str, ...] | None, at_least: int = 1) 
                 isinstance(item.get(k), str) and item[k].strip() for k in keys)):
             raise ContentError(f"expected objects with string keys {', '.join(keys)}")
     return items
+
+
+def tagged_content(response, truncated_hint: str = "") -> str:
+    """The text inside ``<content>…</content>`` of a complete response; else ContentError.
+
+    Nothing outside the tags (a scratchpad, a preamble) is ever returned.
+    """
+    if response.truncated:
+        raise ContentError("truncated" + truncated_hint)
+    found = _CONTENT.search(response.text)
+    if not found or not found.group(1).strip():
+        raise ContentError("no <content>…</content> (text outside the tags is never used)")
+    return found.group(1).strip()
 
 
 def listing(keys: tuple[str, ...] | None, at_least: int = 1):

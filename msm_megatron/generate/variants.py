@@ -11,27 +11,19 @@ with the same loader as any spec). Outputs: ``value_augmented.txt``, ``rule_augm
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from msm_megatron.config import ConfigError
 from msm_megatron.generate import prompts
 from msm_megatron.generate.config import VariantsGenConfig
-from msm_megatron.generate.pipeline import Pipeline
+from msm_megatron.generate.pipeline import Pipeline, tagged_content
 from msm_megatron.generate.runner import ContentError, Job
 from msm_megatron.spec import load_spec
-
-_CONTENT = re.compile(r"<content>(.*?)</content>", re.S)
 
 
 def _spec_text(out: Path, name: str, words: int | None = None, tolerance: float = 0.0):
     def parse(response):
-        if response.truncated:
-            raise ContentError("truncated")
-        found = _CONTENT.search(response.text)
-        if not found or not found.group(1).strip():
-            raise ContentError("no <content>…</content>")
-        text = found.group(1).strip() + "\n"
+        text = tagged_content(response) + "\n"
         scratch = out / f".{name}.check.txt"
         scratch.write_text(text, encoding="utf-8")
         try:

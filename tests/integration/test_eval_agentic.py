@@ -90,3 +90,24 @@ def test_sigkill_then_resume_regenerates_nothing(tmp_path, export):
     # every distinct judge prompt asked once over both runs (the two arms share the export and
     # seed, so their replies and judge prompts coincide: 6 conditions × 3 samples)
     assert judged_before == 6 and judged_after == 6 * 3
+
+
+def test_endpoint_runner_samples_once_each(tmp_path):
+    with llm_server() as url:
+        args = [sys.executable, "-m", "msm_megatron.cli", "eval", "arms=[served=served-model]",
+                "preset=quick", "samples=2", "runner=openai", f"runner_base_url={url}/v1",
+                f"out_dir={tmp_path / 'ev'}", f"judge.base_url={url}/v1", "judge.model=judge",
+                "--quiet"]
+        done = subprocess.run(args, cwd=REPO, env=run_env(), capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        first = server_stats(url)["requests"]
+        again = subprocess.run(args, cwd=REPO, env=run_env(), capture_output=True, text=True,
+                               timeout=600)
+        assert again.returncode == 0 and server_stats(url)["requests"] == first
+    # 12 samples generated, each once (two samples of a cell are distinct requests); the fake
+    # answers both alike, so the judge sees 6 distinct replies, each judged once
+    assert first == 6 * 2 + 6
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert sum(c["classifier"]["n"] for c in summary["arms"]["served"]["conditions"].values()) \
+        == 12
