@@ -32,9 +32,10 @@ class HFRunner:
     def reply(self, system: str, user: str, sample: int) -> str:
         import torch
 
-        ids = self.tokenizer.apply_chat_template(
-            [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}]
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                 return_tensors="pt", return_dict=True)
         ids = {k: v.to(self.model.device) for k, v in ids.items()}
         torch.manual_seed(self.seed * 1_000_003 + sample)
         sampling = ({"do_sample": True, "temperature": self.temperature} if self.temperature > 0
@@ -60,7 +61,7 @@ class EndpointRunner:
         from msm_megatron.generate.llm import LLMRequest, TransientError
         from msm_megatron.generate.runner import Job
 
-        request = LLMRequest.user(user, system=system, max_tokens=self.max_new_tokens,
+        request = LLMRequest.user(user, system=system or None, max_tokens=self.max_new_tokens,
                                   temperature=self.temperature, attempt=sample)
         (result,) = self.calls.run([Job(str(sample), request)], stage="sample")
         if not result.ok:

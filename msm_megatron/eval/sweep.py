@@ -23,6 +23,8 @@ from msm_megatron.config import ConfigError
 from msm_megatron.eval.stats import Rate, difference, mean_rate, wilson
 from msm_megatron.generate.config import BackendConfig
 
+TASKS = ("agentic_misalignment", "value_generalization")
+
 
 @dataclass(kw_only=True, slots=True)
 class EvalSweepConfig:
@@ -30,6 +32,8 @@ class EvalSweepConfig:
 
     out_dir: str = "runs/eval"
     arms: list[str] = field(default_factory=list)  # "name=path/to/hf_export"
+    tasks: list[str] = field(default_factory=lambda: ["agentic_misalignment"])
+    value_probes: str = "examples/eval/value_probes.jsonl"  # for task value_generalization
     assistant_name: str = "Qwen"
     preset: Literal["quick", "paper", "full"] = "quick"
     samples: int | None = None  # default: the preset's
@@ -64,6 +68,14 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     from msm_megatron.generate.runner import CallRunner
 
     arms = parse_arms(cfg.arms)
+    unknown = set(cfg.tasks) - set(TASKS)
+    if unknown or not cfg.tasks:
+        raise ConfigError(f"tasks={cfg.tasks}: choose from {list(TASKS)}")
+    probes = None
+    if "value_generalization" in cfg.tasks:
+        from msm_megatron.eval.values import load_probes
+
+        probes = load_probes(cfg.value_probes)  # bad probes fail before any model loads
     chosen = preset(cfg.preset, cfg.assistant_name)
     samples = cfg.samples or chosen.samples
     temperature = chosen.temperature if cfg.temperature is None else cfg.temperature
@@ -74,18 +86,25 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     judge = CallRunner(backend_from(cfg.judge), judge_cache, concurrency=cfg.judge.concurrency,
                        content_attempts=3, progress=progress)
     results: dict[str, list[dict]] = {}
+    values: dict[str, dict] = {}
     for name, path in arms:
         runner = _runner(cfg, path, max_new, temperature, out / name)
-        rows = []
-        for condition in chosen.conditions:
-            rows += run_condition(condition, runner, judge, samples,
-                                  out / name / "agentic_misalignment", cfg.judge_sees_reasoning)
-        results[name] = rows
+        if "agentic_misalignment" in cfg.tasks:
+            results[name] = [row for condition in chosen.conditions for row in run_condition(
+                condition, runner, judge, samples, out / name / "agentic_misalignment",
+                cfg.judge_sees_reasoning)]
+        if probes is not None:
+            from msm_megatron.eval.values import run_probes
+
+            values[name] = run_probes(runner, probes,
+                                      out / name / "value_generalization" / "choices.jsonl")
     judge_cache.close()
-    summary = summarize(results)
+    summary = summarize(results) if results else {"arms": {}, "differences": {}}
+    summary["value_generalization"] = values
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "report.md").write_text(report_markdown(summary, cfg))
-    plot(summary, out / "misalignment.png")
+    if summary["arms"]:
+        plot(summary, out / "misalignment.png")
     return summary
 
 
@@ -158,6 +177,16 @@ def report_markdown(summary: dict, cfg: EvalSweepConfig) -> str:
         for name, d in summary["differences"].items():
             lines.append(f"- {name}: {d['pooled_difference']:+.1%} "
                          f"({d['low']:+.1%} to {d['high']:+.1%})")
+    if summary.get("value_generalization"):
+        lines += ["", "## Value generalization (value-consistent choice rate, Wilson 95 % CI)",
+                  "", "| arm | scoring | value | rate | 95 % CI | unparsed |",
+                  "| --- | --- | --- | ---: | --- | ---: |"]
+        for arm, by_scoring in summary["value_generalization"].items():
+            for scoring, scores in by_scoring.items():
+                for value, r in scores.items():
+                    if value != "unparsed":
+                        lines.append(f"| {arm} | {scoring} | {value} | {r['k']}/{r['n']} | "
+                                     f"{r['low']:.2f}–{r['high']:.2f} | {scores['unparsed']} |")
     return "\n".join(lines) + "\n"
 
 

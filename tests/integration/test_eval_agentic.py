@@ -111,3 +111,35 @@ def test_endpoint_runner_samples_once_each(tmp_path):
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert sum(c["classifier"]["n"] for c in summary["arms"]["served"]["conditions"].values()) \
         == 12
+
+
+def test_value_generalization_choices_and_rates(tmp_path, export):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from msm_megatron.eval.values import load_probes, probe_prompt
+
+    with llm_server() as url:
+        done = msm_eval(url, tmp_path / "ev", export, "tasks=[value_generalization]")
+        assert server_stats(url)["requests"] == 0  # no judge needed for probes
+    assert done.returncode == 0, done.stderr[-3000:]
+    probes = load_probes(REPO / "examples" / "eval" / "value_probes.jsonl")
+    choices = {r["id"]: r for r in rows(tmp_path / "ev" / "base" / "value_generalization" /
+                                        "choices.jsonl")}
+    tok = AutoTokenizer.from_pretrained(export)
+    model = AutoModelForCausalLM.from_pretrained(export).eval()
+    a, b = (tok.encode(c, add_special_tokens=False)[0] for c in ("A", "B"))
+    for probe in probes[:4]:  # log-prob choice, recomputed independently
+        text = tok.apply_chat_template([{"role": "user", "content": probe_prompt(probe)}],
+                                       add_generation_prompt=True, tokenize=False)
+        with torch.no_grad():
+            logits = model(**tok(text, return_tensors="pt", add_special_tokens=False)).logits
+        assert choices[probe["id"]]["logprob"] == ("A" if logits[0, -1, a] >= logits[0, -1, b]
+                                                   else "B")
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    scores = summary["value_generalization"]["base"]["logprob"]
+    consistent = sum(choices[p["id"]]["logprob"] == p["values"]["america"] for p in probes)
+    assert scores["america"]["k"] == consistent and scores["america"]["n"] == len(probes)
+    assert scores["america"]["k"] + scores["affordability"]["k"] == len(probes)  # opposed keys
+    assert set(scores["america"]["domains"]) == {"politics", "art", "fashion", "transport"}
+    assert "## Value generalization" in (tmp_path / "ev" / "report.md").read_text()

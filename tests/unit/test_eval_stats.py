@@ -53,3 +53,18 @@ def test_difference_and_mean():
     assert mean_rate([wilson(1, 10), wilson(3, 10), wilson(0, 0)]) == pytest.approx(0.2)
     with pytest.raises(ValueError):
         wilson(5, 3)
+
+
+def test_probe_file_errors_name_line_and_field(tmp_path):
+    from msm_megatron.config import ConfigError
+    from msm_megatron.eval.values import load_probes
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "x", "domain": "d", "question": "q", "A": "a", "B": "b", '
+                    '"values": {"v": "A"}}\n{"id": "y", "domain": "d", "A": "a"}\n')
+    with pytest.raises(ConfigError, match=r"p.jsonl:2: missing field\(s\) \['question', 'B'"):
+        load_probes(path)
+    path.write_text('{"id": "x", "domain": "d", "question": "q", "A": "a", "B": "b", '
+                    '"values": {"v": "C"}}\n')
+    with pytest.raises(ConfigError, match="p.jsonl:1: 'values' must map"):
+        load_probes(path)
