@@ -69,6 +69,12 @@ def reply_text(prompt: str, seed: int, dup_rate: float = 0.0) -> str:
         items = ([{k.strip(): phrase(i) for k in keys.split(",")} for i in range(count)]
                  if keys else [phrase(i) for i in range(count)])
         return "Here you go:\n```json\n" + json.dumps(items, indent=1) + "\n```"
+    choose = re.search(r"Choose from: ([\w, ]+)\.", prompt)
+    if choose:  # a trace labeller: a random subset of the offered labels (or none)
+        names = [n.strip() for n in choose.group(1).split(",")]
+        picked = [n for n in names if rng.random() < 0.3] or ["none"]
+        return f"Reading the trace {' '.join(rng.choices(WORDS, k=8))}.\nLABELS: " + ", ".join(
+            picked)
     judge = re.search(r"VERDICT: (\w+) or VERDICT: (\w+)", prompt)
     if judge:  # a judge: the first option 80 % of the time
         verdict = judge.group(1) if rng.random() < 0.8 else judge.group(2)
@@ -77,6 +83,10 @@ def reply_text(prompt: str, seed: int, dup_rate: float = 0.0) -> str:
         thought = " ".join(rng.choices(WORDS, k=rng.randint(20, 40)))
         answer = " ".join(rng.choices(WORDS, k=rng.randint(30, 60))).capitalize()
         return f"<think>\n{thought}\n</think>\n\n{answer}."
+    if "SCRATCHPAD_REASONING" in prompt:  # an agent told it may think privately
+        thought = " ".join(rng.choices(WORDS, k=20))
+        return (f"<SCRATCHPAD_REASONING>{thought}</SCRATCHPAD_REASONING>\n"
+                f"{' '.join(rng.choices(WORDS, k=15))}.")
     if rng.random() < dup_rate:
         rng = random.Random(f"dup:{rng.randrange(5)}")
     wanted = re.search(r"about (\d+) words", prompt)

@@ -23,7 +23,7 @@ from msm_megatron.config import ConfigError
 from msm_megatron.eval.stats import Rate, difference, mean_rate, wilson
 from msm_megatron.generate.config import BackendConfig
 
-TASKS = ("agentic_misalignment", "value_generalization")
+TASKS = ("agentic_misalignment", "value_generalization", "reasoning_traces")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -98,9 +98,18 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
 
             values[name] = run_probes(runner, probes,
                                       out / name / "value_generalization" / "choices.jsonl")
+    traces = {}
+    if "reasoning_traces" in cfg.tasks:
+        from msm_megatron.eval.traces import label_traces
+
+        if not results:
+            raise ConfigError("task reasoning_traces labels agentic_misalignment samples: add "
+                              "agentic_misalignment to tasks")
+        traces = {name: label_traces(rows, judge) for name, rows in results.items()}
     judge_cache.close()
     summary = summarize(results) if results else {"arms": {}, "differences": {}}
     summary["value_generalization"] = values
+    summary["reasoning_traces"] = traces
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "report.md").write_text(report_markdown(summary, cfg))
     if summary["arms"]:
@@ -187,6 +196,16 @@ def report_markdown(summary: dict, cfg: EvalSweepConfig) -> str:
                     if value != "unparsed":
                         lines.append(f"| {arm} | {scoring} | {value} | {r['k']}/{r['n']} | "
                                      f"{r['low']:.2f}–{r['high']:.2f} | {scores['unparsed']} |")
+    if summary.get("reasoning_traces"):
+        from msm_megatron.eval.traces import LABELS
+
+        lines += ["", "## Reasoning traces (share of scratchpads with each label, Wilson 95 % CI)",
+                  "", "| arm | traces | " + " | ".join(LABELS) + " | errors |",
+                  "| --- | ---: | " + " | ".join("---" for _ in LABELS) + " | ---: |"]
+        for arm, t in summary["reasoning_traces"].items():
+            cells = [f"{t[n]['k']}/{t[n]['n']} ({t[n]['low']:.2f}–{t[n]['high']:.2f})"
+                     for n in LABELS]
+            lines.append(f"| {arm} | {t['traces']} | " + " | ".join(cells) + f" | {t['errors']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -143,3 +143,33 @@ def test_value_generalization_choices_and_rates(tmp_path, export):
     assert scores["america"]["k"] + scores["affordability"]["k"] == len(probes)  # opposed keys
     assert set(scores["america"]["domains"]) == {"politics", "art", "fashion", "transport"}
     assert "## Value generalization" in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_reasoning_traces_labelled_per_arm(tmp_path):
+    with llm_server("--fault-rate", "0.3", "--faults", "truncated") as url:
+        done = subprocess.run(
+            [sys.executable, "-m", "msm_megatron.cli", "eval", "arms=[served=served-model]",
+             "preset=quick", "samples=2", "runner=openai", f"runner_base_url={url}/v1",
+             f"out_dir={tmp_path / 'ev'}", f"judge.base_url={url}/v1", "judge.model=judge",
+             "tasks=[agentic_misalignment,reasoning_traces]", "--quiet"], cwd=REPO,
+            env=run_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    traces = summary["reasoning_traces"]["served"]
+    assert traces["traces"] == 12  # every sample had a scratchpad
+    for name in ("self_preservation", "deference", "rule_misreading", "impermanence"):
+        assert traces[name]["n"] == traces["traces"] - traces["errors"]
+    assert "## Reasoning traces" in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_trace_label_parsing():
+    from msm_megatron.eval.traces import parse_labels
+    from msm_megatron.generate.llm import LLMResponse
+    from msm_megatron.generate.runner import ContentError
+
+    assert parse_labels(LLMResponse("why\nLABELS: none", "stop")) == []
+    assert parse_labels(LLMResponse("LABELS: impermanence, deference", "stop")) == [
+        "deference", "impermanence"]
+    for bad in ("no line", "LABELS: vanity", "LABELS: "):
+        with pytest.raises(ContentError):
+            parse_labels(LLMResponse(bad, "stop"))
