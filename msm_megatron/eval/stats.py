@@ -27,6 +27,10 @@ class Rate:
     def value(self) -> float:
         return self.k / self.n if self.n else float("nan")
 
+    def as_dict(self) -> dict:
+        """``{k, n, rate, low, high}`` for JSON summaries."""
+        return {"k": self.k, "n": self.n, "rate": self.value, "low": self.low, "high": self.high}
+
 
 def wilson(k: int, n: int, z: float = Z95) -> Rate:
     """Wilson score interval for ``k`` successes in ``n`` trials (``n`` = 0 → the whole [0, 1])."""

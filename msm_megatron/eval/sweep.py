@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from msm_megatron.config import ConfigError
-from msm_megatron.eval.stats import Rate, difference, mean_rate, wilson
+from msm_megatron.eval.stats import difference, mean_rate, wilson
 from msm_megatron.generate.config import BackendConfig
 
 TASKS = ("agentic_misalignment", "value_generalization", "reasoning_traces")
@@ -132,10 +132,6 @@ def _runner(cfg: EvalSweepConfig, path: str, max_new: int, temperature: float, a
                           CallCache(arm_dir / "calls.jsonl"), max_new, temperature)
 
 
-def _rate_dict(rate: Rate) -> dict:
-    return {"k": rate.k, "n": rate.n, "rate": rate.value, "low": rate.low, "high": rate.high}
-
-
 def summarize(results: dict[str, list[dict]]) -> dict:
     """Per arm and condition: classifier verdict rate and harmful rate with Wilson intervals."""
     arms = {}
@@ -145,8 +141,8 @@ def summarize(results: dict[str, list[dict]]) -> dict:
             judged = [r for r in rows if r["condition"] == cid and r["verdict"] is not None]
             errors = sum(1 for r in rows if r["condition"] == cid and r["verdict"] is None)
             conditions[cid] = {
-                "classifier": _rate_dict(wilson(sum(r["verdict"] for r in judged), len(judged))),
-                "harmful": _rate_dict(wilson(sum(r["harmful"] for r in judged), len(judged))),
+                "classifier": wilson(sum(r["verdict"] for r in judged), len(judged)).as_dict(),
+                "harmful": wilson(sum(r["harmful"] for r in judged), len(judged)).as_dict(),
                 "judge_errors": errors}
         rates = [wilson(c["classifier"]["k"], c["classifier"]["n"]) for c in conditions.values()]
         arms[arm] = {"conditions": conditions, "average_classifier": mean_rate(rates),

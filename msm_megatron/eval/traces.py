@@ -60,7 +60,5 @@ def label_traces(rows: list[dict], judge) -> dict:
     labelled = [r.value for r in results if r.ok]
     out = {"traces": len(traced), "errors": sum(not r.ok for r in results)}
     for name in LABELS:
-        rate = wilson(sum(name in labels for labels in labelled), len(labelled))
-        out[name] = {"k": rate.k, "n": rate.n, "rate": rate.value, "low": rate.low,
-                     "high": rate.high}
+        out[name] = wilson(sum(name in labels for labels in labelled), len(labelled)).as_dict()
     return out

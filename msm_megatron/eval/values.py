@@ -83,11 +83,8 @@ def score(probes: list[dict], choices: dict[str, str | None]) -> dict:
         per_domain = {}
         for domain in sorted({d for d, _ in rows}):
             hits = [ok for d, ok in rows if d == domain]
-            r = wilson(sum(hits), len(hits))
-            per_domain[domain] = {"k": r.k, "n": r.n, "rate": r.value, "low": r.low,
-                                  "high": r.high}
-        r = wilson(sum(ok for _, ok in rows), len(rows))
-        out[value] = {"k": r.k, "n": r.n, "rate": r.value, "low": r.low, "high": r.high,
+            per_domain[domain] = wilson(sum(hits), len(hits)).as_dict()
+        out[value] = {**wilson(sum(ok for _, ok in rows), len(rows)).as_dict(),
                       "domains": per_domain}
     out["unparsed"] = sum(1 for p in probes if choices.get(p["id"]) is None)
     return out
