@@ -138,10 +138,7 @@ def cmd_eval(args, argv: list[str]) -> int:
     from msm_megatron.eval.sweep import EvalSweepConfig, run_sweep
     from msm_megatron.generate.commands import gen_config
 
-    config, overrides = args.config, list(args.overrides)
-    if config and "=" in config:  # no YAML given: the first token is an override
-        config, overrides = None, [config, *overrides]
-    cfg = gen_config(EvalSweepConfig, config, overrides)
+    cfg = gen_config(EvalSweepConfig, args.config, args.overrides)
     summary = run_sweep(cfg, progress=not args.quiet)
     for arm, data in summary["arms"].items():
         print(f"{arm}: average misalignment (classifier) {data['average_classifier']:.1%}, "
@@ -190,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_generate_parser(sub)
     ev = sub.add_parser("eval", help="agentic-misalignment sweep over HF exports (report)")
-    ev.add_argument("config", nargs="?", help="sweep YAML (optional)")
     ev.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. preset=paper")
+    ev.add_argument("--config", help="sweep YAML (see msm_megatron/eval/sweep.py)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)
     demo = sub.add_parser("demo", help="CPU demo: tokenizer, data prepare, toy midtraining + SFT")

@@ -45,7 +45,6 @@ from msm_megatron.convert.spec import (
     ArchSpec,
     Mapping,
     megatron_key,
-    pad_rows,
     resolve,
 )
 from msm_megatron.models.hf_config import hf_config_from_model, load_hf_config
@@ -154,8 +153,8 @@ def hf_to_megatron(hf_dir: str | Path, out_dir: str | Path, dtype: str | None = 
             start, stop = chunk.offset[0], chunk.offset[0] + chunk.shape[0]
             have = src.shape(names[0])[0]
             part = src.get(names[0], rows=(min(start, have), min(stop, have)))
-            out = pad_rows(part.to(cast) if cast is not None else part, stop - start)
-            return out
+            return mapping.to_megatron([part.to(cast) if cast is not None else part], model,
+                                       stop - start)
         tensors = [src.get(name) for name in names]
         if cast is not None:
             tensors = [t.to(cast) for t in tensors]

@@ -1,6 +1,6 @@
 """``msm eval``: a sweep of arms (HF exports) over the agentic-misalignment grid, and its report.
 
-Example (``sweep.yaml`` holds the same keys; dotlist overrides win)::
+Example (``--config sweep.yaml`` takes the same keys; dotlist overrides win)::
 
     msm eval arms=[base=/models/Qwen3-32B,msm=runs/msm_sft/hf/iter_0004000] preset=paper \\
         runner=openai runner_base_url=http://127.0.0.1:8000/v1 judge.kind=anthropic \\

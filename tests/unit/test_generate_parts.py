@@ -58,3 +58,19 @@ def test_near_duplicates_found_and_distinct_texts_kept():
     dups = near_duplicates(texts, threshold=0.8)
     assert dups == {30: 3, 31: 7}
     assert near_duplicates(texts[:30], threshold=0.8) == {}
+
+
+def test_generation_and_eval_configs_load_yaml_then_overrides(tmp_path):
+    from msm_megatron.config import save_yaml
+    from msm_megatron.eval.sweep import EvalSweepConfig
+    from msm_megatron.generate.commands import gen_config
+    from msm_megatron.generate.config import DocsGenConfig
+
+    save_yaml(DocsGenConfig(out_dir="gen/x"), tmp_path / "docs.yaml")
+    cfg = gen_config(DocsGenConfig, str(tmp_path / "docs.yaml"), ["docs.doc_types=3"])
+    assert (cfg.out_dir, cfg.docs.doc_types) == ("gen/x", 3)
+    save_yaml(EvalSweepConfig(arms=["a=/m"], preset="paper"), tmp_path / "eval.yaml")
+    sweep = gen_config(EvalSweepConfig, str(tmp_path / "eval.yaml"), ["samples=2"])
+    assert (sweep.arms, sweep.preset, sweep.samples) == (["a=/m"], "paper", 2)
+    with pytest.raises(ConfigError, match="did you mean|Did you mean"):
+        gen_config(EvalSweepConfig, None, ["preset_=paper"])
