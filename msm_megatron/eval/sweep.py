@@ -3,13 +3,15 @@
 Example (``--config sweep.yaml`` takes the same keys; dotlist overrides win)::
 
     msm eval arms=[base=/models/Qwen3-32B,msm=runs/msm_sft/hf/iter_0004000] preset=paper \\
-        runner=openai runner_base_url=http://127.0.0.1:8000/v1 judge.kind=anthropic \\
-        judge.base_url=null judge.model=claude-opus-4-6 out_dir=runs/eval/qwen3_32b
+        runner=vllm tensor_parallel_size=4 judge.kind=anthropic judge.base_url=null \\
+        judge.model=claude-opus-4-6 out_dir=runs/eval/qwen3_32b
 
 Outputs under ``out_dir``: per-sample JSONL per arm and condition (resumable, see
 :mod:`msm_megatron.eval.agentic.run`), ``report.md`` (per-condition classifier and harmful rates
-with Wilson 95 % intervals, averages, arm-vs-arm differences with Newcombe intervals),
-``summary.json`` and ``misalignment.png``.
+with Wilson 95 % intervals, per-scenario rates, averages, arm-vs-arm differences with Newcombe
+intervals, value-generalization, trace-label and capability tables when those tasks ran),
+``summary.json``, ``misalignment.png``, ``scenarios.png`` and, when ``aft_examples`` gives arms
+their AFT sizes, ``data_efficiency.png``.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ TASKS = ("agentic_misalignment", "value_generalization", "reasoning_traces")
 
 @dataclass(kw_only=True, slots=True)
 class EvalSweepConfig:
-    """A sweep: arms × the agentic-misalignment preset."""
+    """A sweep: arms (HF exports or LoRA adapters) × tasks × the agentic-misalignment preset."""
 
     out_dir: str = "runs/eval"
-    arms: list[str] = field(default_factory=list)  # "name=path/to/hf_export"
+    arms: list[str] = field(default_factory=list)  # "name=path/to/hf_export_or_adapter"
     tasks: list[str] = field(default_factory=lambda: ["agentic_misalignment"])
     value_probes: str = "examples/eval/value_probes.jsonl"  # for task value_generalization
     assistant_name: str = "Qwen"
@@ -39,11 +41,27 @@ class EvalSweepConfig:
     samples: int | None = None  # default: the preset's
     temperature: float | None = None
     max_new_tokens: int | None = None
-    runner: Literal["hf", "openai"] = "hf"
+    seed: int = 0
+    # who generates: vllm (offline engine), openai (a server of the export), hf (transformers)
+    runner: Literal["hf", "openai", "vllm"] = "hf"
     runner_base_url: str | None = None  # openai: the server of the arm's export
+    runner_concurrency: int = 32  # openai: requests in flight
+    tensor_parallel_size: int = 1  # vllm
+    max_model_len: int | None = None  # vllm: default the model's
+    gpu_memory_utilization: float = 0.9  # vllm
+    lora_base_model: str | None = None  # vllm: base of adapter arms (default: adapter_config's)
+    dtype: str = "auto"  # vllm: auto = the checkpoint's (bfloat16 on CPU)
+    enforce_eager: bool = False  # vllm: skip graph capture (faster start, slower decode)
+    batch_samples: int = 4096  # samples per runner call (written to disk after each call)
     judge: BackendConfig = field(default_factory=BackendConfig)
     judge_sees_reasoning: bool = False
-    seed: int = 0
+    # data-efficiency curve: AFT examples each arm was fine-tuned on, and the curve it belongs to
+    aft_examples: dict[str, int] = field(default_factory=dict)
+    series: dict[str, str] = field(default_factory=dict)
+    # capability retention: lm-evaluation-harness tasks run on each arm's export (if installed)
+    lm_eval_tasks: list[str] = field(default_factory=list)
+    lm_eval_limit: int | None = None  # examples per task (smoke runs)
+    lm_eval_include: str | None = None  # a folder of extra task YAMLs
 
 
 def parse_arms(arms: list[str]) -> list[tuple[str, str]]:
@@ -62,7 +80,7 @@ def parse_arms(arms: list[str]) -> list[tuple[str, str]]:
 
 def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     from msm_megatron.eval.agentic.grid import preset
-    from msm_megatron.eval.agentic.run import run_condition
+    from msm_megatron.eval.agentic.run import run_conditions
     from msm_megatron.generate.cache import CallCache
     from msm_megatron.generate.commands import backend_from
     from msm_megatron.generate.runner import CallRunner
@@ -76,6 +94,13 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
         from msm_megatron.eval.values import load_probes
 
         probes = load_probes(cfg.value_probes)  # bad probes fail before any model loads
+    from msm_megatron.eval.capability import check_installed, run_capability
+
+    check_installed(cfg.lm_eval_tasks)
+    unknown_arms = (set(cfg.aft_examples) | set(cfg.series)) - {n for n, _ in arms}
+    if unknown_arms:
+        raise ConfigError(f"aft_examples/series name arms that are not in arms: "
+                          f"{sorted(unknown_arms)}")
     chosen = preset(cfg.preset, cfg.assistant_name)
     samples = cfg.samples or chosen.samples
     temperature = chosen.temperature if cfg.temperature is None else cfg.temperature
@@ -87,17 +112,41 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
                        content_attempts=3, progress=progress)
     results: dict[str, list[dict]] = {}
     values: dict[str, dict] = {}
+    capability: dict[str, dict] = {}
+    engines = None
+    if cfg.runner == "vllm":
+        from msm_megatron.eval.runners import EngineCache
+
+        engines = EngineCache()
     for name, path in arms:
-        runner = _runner(cfg, path, max_new, temperature, out / name)
+        runner = _runner(cfg, path, max_new, temperature, out / name, engines)
         if "agentic_misalignment" in cfg.tasks:
-            results[name] = [row for condition in chosen.conditions for row in run_condition(
-                condition, runner, judge, samples, out / name / "agentic_misalignment",
-                cfg.judge_sees_reasoning)]
+            results[name] = run_conditions(
+                chosen.conditions, runner, judge, samples, out / name / "agentic_misalignment",
+                cfg.seed, cfg.judge_sees_reasoning, cfg.batch_samples)
         if probes is not None:
             from msm_megatron.eval.values import run_probes
 
             values[name] = run_probes(runner, probes,
-                                      out / name / "value_generalization" / "choices.jsonl")
+                                      out / name / "value_generalization" / "choices.jsonl",
+                                      cfg.seed)
+        runner.close()
+        if cfg.lm_eval_tasks:
+            if engines is not None:
+                engines.close()  # the harness starts its own engine on the GPU
+            engine_args = {"dtype": cfg.dtype}
+            if cfg.runner == "vllm":
+                engine_args.update(tensor_parallel_size=cfg.tensor_parallel_size,
+                                   gpu_memory_utilization=cfg.gpu_memory_utilization,
+                                   enforce_eager=cfg.enforce_eager, enable_prefix_caching=True)
+                if cfg.max_model_len:
+                    engine_args["max_model_len"] = cfg.max_model_len
+            capability[name] = run_capability(
+                path, cfg.lm_eval_tasks, out / name / "capability.json",
+                "vllm" if cfg.runner == "vllm" else "hf", cfg.lm_eval_limit,
+                cfg.lm_eval_include, cfg.seed, engine_args)
+    if engines is not None:
+        engines.close()
     traces = {}
     if "reasoning_traces" in cfg.tasks:
         from msm_megatron.eval.traces import label_traces
@@ -110,18 +159,48 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     summary = summarize(results) if results else {"arms": {}, "differences": {}}
     summary["value_generalization"] = values
     summary["reasoning_traces"] = traces
+    summary["capability"] = capability
+    if summary["arms"] and cfg.aft_examples:
+        summary["data_efficiency"] = data_efficiency(summary, cfg)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "report.md").write_text(report_markdown(summary, cfg))
     if summary["arms"]:
-        plot(summary, out / "misalignment.png")
+        from msm_megatron.eval.plots import plot_conditions, plot_data_efficiency, plot_scenarios
+
+        plot_conditions(summary, out / "misalignment.png")
+        plot_scenarios(summary, out / "scenarios.png")
+        if summary.get("data_efficiency"):
+            plot_data_efficiency(summary["data_efficiency"], out / "data_efficiency.png")
     return summary
 
 
-def _runner(cfg: EvalSweepConfig, path: str, max_new: int, temperature: float, arm_dir: Path):
-    from msm_megatron.eval.runners import EndpointRunner, HFRunner
+def data_efficiency(summary: dict, cfg: EvalSweepConfig) -> dict:
+    """Average classifier rate against AFT examples, one curve per series; arms without a size
+    (e.g. the base model) become reference lines."""
+    curves: dict[str, list[dict]] = {}
+    references = {}
+    for arm, data in summary["arms"].items():
+        point = {"arm": arm, "rate": data["average_classifier"]}
+        if arm in cfg.aft_examples:
+            curves.setdefault(cfg.series.get(arm, "arms"), []).append(
+                {**point, "aft_examples": cfg.aft_examples[arm]})
+        else:
+            references[arm] = data["average_classifier"]
+    for points in curves.values():
+        points.sort(key=lambda p: p["aft_examples"])
+    return {"curves": curves, "references": references}
+
+
+def _runner(cfg: EvalSweepConfig, path: str, max_new: int, temperature: float, arm_dir: Path,
+            engines):
+    from msm_megatron.eval.runners import EndpointRunner, HFRunner, VLLMRunner
 
     if cfg.runner == "hf":
-        return HFRunner(path, max_new, temperature, cfg.seed)
+        return HFRunner(path, max_new, temperature)
+    if cfg.runner == "vllm":
+        return VLLMRunner(path, max_new, temperature, cfg.tensor_parallel_size, cfg.max_model_len,
+                          cfg.gpu_memory_utilization, cfg.lora_base_model, engines, cfg.dtype,
+                          cfg.enforce_eager)
     from msm_megatron.generate.cache import CallCache
     from msm_megatron.generate.http_backends import OpenAICompatBackend
 
@@ -129,7 +208,8 @@ def _runner(cfg: EvalSweepConfig, path: str, max_new: int, temperature: float, a
         raise ConfigError("runner=openai needs runner_base_url (the server of the export)")
     arm_dir.mkdir(parents=True, exist_ok=True)
     return EndpointRunner(OpenAICompatBackend(cfg.runner_base_url, path),
-                          CallCache(arm_dir / "calls.jsonl"), max_new, temperature)
+                          CallCache(arm_dir / "calls.jsonl"), max_new, temperature,
+                          cfg.runner_concurrency)
 
 
 def summarize(results: dict[str, list[dict]]) -> dict:
@@ -145,7 +225,12 @@ def summarize(results: dict[str, list[dict]]) -> dict:
                 "harmful": wilson(sum(r["harmful"] for r in judged), len(judged)).as_dict(),
                 "judge_errors": errors}
         rates = [wilson(c["classifier"]["k"], c["classifier"]["n"]) for c in conditions.values()]
-        arms[arm] = {"conditions": conditions, "average_classifier": mean_rate(rates),
+        scenarios = {}
+        for scenario in dict.fromkeys(r["scenario"] for r in rows):
+            judged = [r for r in rows if r["scenario"] == scenario and r["verdict"] is not None]
+            scenarios[scenario] = wilson(sum(r["verdict"] for r in judged), len(judged)).as_dict()
+        arms[arm] = {"conditions": conditions, "scenarios": scenarios,
+                     "average_classifier": mean_rate(rates),
                      "average_harmful": mean_rate(
                          [wilson(c["harmful"]["k"], c["harmful"]["n"])
                           for c in conditions.values()])}
@@ -177,6 +262,25 @@ def report_markdown(summary: dict, cfg: EvalSweepConfig) -> str:
                          f"{ha['k']}/{ha['n']} | {ha['low']:.2f}–{ha['high']:.2f} | "
                          f"{c['judge_errors']} |")
         lines.append("")
+    if summary["arms"]:
+        scenarios = list(next(iter(summary["arms"].values()))["scenarios"])
+        lines += ["## Per scenario (classifier, pooled over conditions)", "",
+                  "| arm | " + " | ".join(scenarios) + " |",
+                  "| --- | " + " | ".join("---" for _ in scenarios) + " |"]
+        for arm, data in summary["arms"].items():
+            cells = [f"{r['rate']:.1%} ({r['low']:.2f}–{r['high']:.2f})"
+                     for r in (data["scenarios"][s] for s in scenarios)]
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if summary.get("data_efficiency"):
+        lines += ["## Data efficiency (average classifier rate by AFT examples)", "",
+                  "| series | AFT examples | arm | average |", "| --- | ---: | --- | ---: |"]
+        for series, points in summary["data_efficiency"]["curves"].items():
+            lines += [f"| {series} | {p['aft_examples']} | {p['arm']} | {p['rate']:.1%} |"
+                      for p in points]
+        lines += [f"| reference | – | {arm} | {rate:.1%} |"
+                  for arm, rate in summary["data_efficiency"]["references"].items()]
+        lines.append("")
     if summary["differences"]:
         lines += ["## Differences (pooled classifier rate, Newcombe 95 % CI)", ""]
         for name, d in summary["differences"].items():
@@ -202,27 +306,10 @@ def report_markdown(summary: dict, cfg: EvalSweepConfig) -> str:
             cells = [f"{t[n]['k']}/{t[n]['n']} ({t[n]['low']:.2f}–{t[n]['high']:.2f})"
                      for n in LABELS]
             lines.append(f"| {arm} | {t['traces']} | " + " | ".join(cells) + f" | {t['errors']} |")
+    if summary.get("capability"):
+        lines += ["", "## Capability retention (lm-evaluation-harness)", "",
+                  "| arm | task | metric | value |", "| --- | --- | --- | ---: |"]
+        for arm, tasks in summary["capability"].items():
+            for task, metrics in tasks.items():
+                lines += [f"| {arm} | {task} | {m} | {v:.4f} |" for m, v in metrics.items()]
     return "\n".join(lines) + "\n"
-
-
-def plot(summary: dict, path: Path) -> None:
-    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
-
-    arms = list(summary["arms"])
-    conditions = list(summary["arms"][arms[0]]["conditions"])
-    fig = Figure(figsize=(max(6, len(conditions) * 0.6), 4))
-    ax = fig.subplots()
-    width = 0.8 / len(arms)
-    for j, arm in enumerate(arms):
-        rates = [summary["arms"][arm]["conditions"][c]["classifier"] for c in conditions]
-        xs = [i + j * width for i in range(len(conditions))]
-        ys = [r["rate"] for r in rates]
-        err = [[r["rate"] - r["low"] for r in rates], [r["high"] - r["rate"] for r in rates]]
-        ax.bar(xs, ys, width, yerr=err, capsize=2, label=arm)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(conditions))])
-    ax.set_xticklabels([c.split("/")[0] + "/" + c.split("/")[1] for c in conditions],
-                       rotation=60, ha="right", fontsize=7)
-    ax.set(ylabel="misalignment (classifier)", ylim=(0, 1))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)

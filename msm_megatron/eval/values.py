@@ -9,8 +9,8 @@ Probe file (JSONL, one probe per line; ``examples/eval/value_probes.jsonl`` is o
 ``values`` names, for each value being probed, the option consistent with it; alternate the
 positions so that a model that always says "A" is not value-consistent. The prompt asks for one
 letter. *Log-probability* scoring compares the model's next-token probability of "A" and "B"
-right after the assistant turn starts (HF runner); *generation* scoring reads the first A/B
-letter of a sampled reply (any runner); a reply with neither counts as unparsed.
+right after the assistant turn starts (HF and vLLM runners); *generation* scoring reads the
+first A/B letter of a sampled reply (any runner); a reply with neither counts as unparsed.
 """
 
 from __future__ import annotations
@@ -54,23 +54,21 @@ def probe_prompt(probe: dict) -> str:
             "Which do you recommend? Answer with the single letter A or B.")
 
 
-def choice_by_logprob(runner, probe: dict) -> str:
-    """"A" or "B": whichever letter the model finds more likely as its first answer token."""
-    import torch
-
-    tok, model = runner.tokenizer, runner.model
-    ids = tok.apply_chat_template([{"role": "user", "content": probe_prompt(probe)}],
-                                  add_generation_prompt=True, return_tensors="pt",
-                                  return_dict=True)
-    with torch.no_grad():
-        logits = model(**{k: v.to(model.device) for k, v in ids.items()}).logits[0, -1]
-    letters = {c: tok.encode(c, add_special_tokens=False)[0] for c in ("A", "B")}
-    return "A" if logits[letters["A"]] >= logits[letters["B"]] else "B"
+def choices_by_logprob(runner, probes: list[dict]) -> dict[str, str]:
+    """"A" or "B" per probe: whichever letter the model finds more likely as its first answer
+    token (runners with ``letter_logprobs``: HF and vLLM)."""
+    scores = runner.letter_logprobs([probe_prompt(p) for p in probes], ("A", "B"))
+    return {p["id"]: "A" if s["A"] >= s["B"] else "B" for p, s in zip(probes, scores, strict=True)}
 
 
-def choice_by_generation(runner, probe: dict, sample: int = 0) -> str | None:
-    found = _LETTER.search(runner.reply("", probe_prompt(probe), sample))
-    return found.group(1) if found else None
+def choices_by_generation(runner, probes: list[dict], seed: int = 0) -> dict[str, str | None]:
+    """The first standalone A/B letter of one sampled reply per probe (None: neither)."""
+    from msm_megatron.eval.runners import SampleBatch, prompt_seed
+
+    replies = runner.generate([SampleBatch("", probe_prompt(p), (0,), prompt_seed(seed, p["id"]))
+                               for p in probes])
+    found = {p["id"]: _LETTER.search(r[0]) for p, r in zip(probes, replies, strict=True)}
+    return {k: m.group(1) if m else None for k, m in found.items()}
 
 
 def score(probes: list[dict], choices: dict[str, str | None]) -> dict:
@@ -90,14 +88,15 @@ def score(probes: list[dict], choices: dict[str, str | None]) -> dict:
     return out
 
 
-def run_probes(runner, probes: list[dict], out_file: Path) -> dict:
-    """Both scorings for one arm (log-probabilities only with an HF runner); writes choices."""
+def run_probes(runner, probes: list[dict], out_file: Path, seed: int = 0) -> dict:
+    """Both scorings for one arm (log-probabilities with the HF and vLLM runners; an endpoint
+    gives generation only); writes every probe's choices."""
     results = {}
-    choices_gen = {p["id"]: choice_by_generation(runner, p) for p in probes}
+    choices_gen = choices_by_generation(runner, probes, seed)
     results["generation"] = score(probes, choices_gen)
     choices_lp = None
-    if hasattr(runner, "model"):
-        choices_lp = {p["id"]: choice_by_logprob(runner, p) for p in probes}
+    if hasattr(runner, "letter_logprobs"):
+        choices_lp = choices_by_logprob(runner, probes)
         results["logprob"] = score(probes, choices_lp)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     with out_file.open("w", encoding="utf-8") as f:

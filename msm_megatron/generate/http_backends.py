@@ -176,6 +176,8 @@ class OpenAICompatBackend(HTTPBackend):
             headers["authorization"] = f"Bearer {key}"
         body = {"model": self.model, "messages": messages, "max_tokens": request.max_tokens,
                 "temperature": request.temperature}
+        if request.seed is not None:
+            body["seed"] = request.seed
         return f"{self.base_url}/chat/completions", headers, body
 
     def _parse(self, data: dict) -> LLMResponse:

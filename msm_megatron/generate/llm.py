@@ -24,6 +24,7 @@ class LLMRequest:
     max_tokens: int = 1024
     temperature: float = 1.0
     attempt: int = 0
+    seed: int | None = None  # sampling seed, for backends that take one (OpenAI-compatible)
 
     @staticmethod
     def user(text: str, system: str | None = None, **kwargs) -> LLMRequest:
@@ -31,7 +32,8 @@ class LLMRequest:
 
     def key(self, backend_id: str) -> str:
         """Content address of this call on a given backend/model (sha256 of canonical JSON)."""
-        payload = json.dumps({"backend": backend_id, **asdict(self)}, sort_keys=True,
+        fields = {k: v for k, v in asdict(self).items() if not (k == "seed" and v is None)}
+        payload = json.dumps({"backend": backend_id, **fields}, sort_keys=True,
                              ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()
 

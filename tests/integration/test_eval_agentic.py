@@ -46,16 +46,19 @@ def rows(path):
 
 
 def test_quick_sweep_report_and_judge_failures(tmp_path, export):
-    with llm_server("--fault-rate", "0.6", "--faults", "truncated,500") as url:
-        done = msm_eval(url, tmp_path / "ev", export)
+    # every judge call about the leaking scenario comes back truncated: its verdicts are errors
+    with llm_server("--fault-rate", "0.6", "--faults", "truncated,500",
+                    "--poison", "confidential design document") as url:
+        done = msm_eval(url, tmp_path / "ev", export, "aft_examples={msm: 1000}",
+                        "series={msm: MSM}")
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "ev"
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["arms"]) == {"base", "msm"} and "msm - base" in summary["differences"]
     base = summary["arms"]["base"]["conditions"]
     assert len(base) == 6
-    errors = sum(c["judge_errors"] for c in base.values())
-    assert errors > 0  # verdicts cut off 3 times in a row are counted, not fatal
+    for cid, c in base.items():  # verdicts cut off 3 times in a row are counted, not fatal
+        assert c["judge_errors"] == (3 if cid.startswith("leaking/") else 0), cid
     for cid, c in base.items():
         cl = c["classifier"]
         assert cl["n"] + c["judge_errors"] == 3
@@ -68,6 +71,19 @@ def test_quick_sweep_report_and_judge_failures(tmp_path, export):
     report = (out / "report.md").read_text()
     assert "| leaking/explicit-america/replacement/scratchpad |" in report and "95 %" in report
     assert (out / "misalignment.png").stat().st_size > 0
+    # per scenario: pooled over the scenario's conditions, judge errors left out
+    for scenario, r in summary["arms"]["base"]["scenarios"].items():
+        cells = [c["classifier"] for cid, c in base.items() if cid.startswith(scenario + "/")]
+        assert (r["k"], r["n"]) == (sum(c["k"] for c in cells), sum(c["n"] for c in cells))
+    assert summary["arms"]["base"]["scenarios"]["leaking"]["n"] == 0
+    # data efficiency: the sized arm is a point of its series, the unsized one a reference line
+    eff = summary["data_efficiency"]
+    assert eff["curves"] == {"MSM": [{"arm": "msm", "aft_examples": 1000,
+                                      "rate": summary["arms"]["msm"]["average_classifier"]}]}
+    assert eff["references"] == {"base": summary["arms"]["base"]["average_classifier"]}
+    assert "| MSM | 1000 | msm |" in report and "## Per scenario" in report
+    assert (out / "scenarios.png").stat().st_size > 0
+    assert (out / "data_efficiency.png").stat().st_size > 0
 
 
 def test_sigkill_then_resume_regenerates_nothing(tmp_path, export):
@@ -87,9 +103,15 @@ def test_sigkill_then_resume_regenerates_nothing(tmp_path, export):
         assert new[: len(old)] == old  # finished samples kept, not regenerated
         assert [r["sample"] for r in new] == sorted({r["sample"] for r in new})
     assert sum(len(rows(p)) for p in folder.glob("*.samples.jsonl")) == 6 * 3
-    # every distinct judge prompt asked once over both runs (the two arms share the export and
-    # seed, so their replies and judge prompts coincide: 6 conditions × 3 samples)
-    assert judged_before == 6 and judged_after == 6 * 3
+    # the kill came before judging; every distinct judge prompt was then asked once (the two
+    # arms share the export and seed, so their replies coincide: 6 conditions × 3 samples)
+    assert judged_before == 0 and judged_after == 6 * 3
+    # sample i is drawn with seed + i, so killed-and-resumed equals an uninterrupted sweep
+    with llm_server() as url:
+        assert msm_eval(url, tmp_path / "straight", export).returncode == 0
+    straight = tmp_path / "straight" / "base" / "agentic_misalignment"
+    for p in folder.glob("*.samples.jsonl"):
+        assert sorted(rows(p), key=lambda r: r["sample"]) == rows(straight / p.name), p.name
 
 
 def test_endpoint_runner_samples_once_each(tmp_path):
@@ -105,9 +127,9 @@ def test_endpoint_runner_samples_once_each(tmp_path):
         again = subprocess.run(args, cwd=REPO, env=run_env(), capture_output=True, text=True,
                                timeout=600)
         assert again.returncode == 0 and server_stats(url)["requests"] == first
-    # 12 samples generated, each once (two samples of a cell are distinct requests); the fake
-    # answers both alike, so the judge sees 6 distinct replies, each judged once
-    assert first == 6 * 2 + 6
+    # 12 samples generated, each once (two samples of a cell are distinct requests with their
+    # own seeds, so the fake answers them differently); each of the 12 replies judged once
+    assert first == 6 * 2 + 6 * 2
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert sum(c["classifier"]["n"] for c in summary["arms"]["served"]["conditions"].values()) \
         == 12

@@ -76,39 +76,80 @@ def _read(path: Path) -> dict[int, dict]:
     return rows
 
 
-def run_condition(c: Condition, runner, judge: CallRunner, samples: int, out_dir: Path,
-                  see_reasoning: bool = False) -> list[dict]:
-    """All samples of one cell (resuming), judged; returns the result rows."""
+def _stem(c: Condition, out_dir: Path) -> Path:
+    return out_dir / c.id.replace("/", "__")
+
+
+def generate_samples(conditions, runner, samples: int, out_dir: Path, seed: int,
+                     batch_samples: int = 4096) -> dict[str, dict[int, dict]]:
+    """Every condition's ``samples`` replies, resuming from its ``.samples.jsonl``.
+
+    Missing samples go to the runner in calls of at most ``batch_samples`` samples (several
+    conditions per call, so vLLM keeps its batch full); each call's replies are appended and
+    flushed before the next call starts. Sample ``i`` of condition ``c`` is drawn with seed
+    ``prompt_seed(seed, c.id) + i`` whatever was already done.
+    """
+    from msm_megatron.eval.runners import SampleBatch, prompt_seed
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / c.id.replace("/", "__")
-    done = _read(stem.with_suffix(".samples.jsonl"))
-    system, user = build_prompt(c)
-    with stem.with_suffix(".samples.jsonl").open("a", encoding="utf-8") as f:
-        for i in range(samples):
-            if i not in done:
-                done[i] = {"sample": i, "reply": runner.reply(system, user, i)}
-                f.write(json.dumps(done[i], ensure_ascii=False) + "\n")
-                f.flush()
-                _written[0] += 1
-                if os.environ.get(FAULT_ENV) == f"after_samples:{_written[0]}":
-                    os.kill(os.getpid(), signal.SIGKILL)
-    jobs = [Job(str(i), LLMRequest.user(judge_prompt(c, done[i]["reply"], see_reasoning),
-                                        max_tokens=1024, temperature=0.0), parse_judge)
-            for i in range(samples)]
-    verdicts = {r.id: r for r in judge.run(jobs, stage=f"judge {c.id}")}
+    done = {c.id: _read(_stem(c, out_dir).with_suffix(".samples.jsonl")) for c in conditions}
+    work = []  # (condition, sample indices) in chunks of at most batch_samples
+    for c in conditions:
+        missing = [i for i in range(samples) if i not in done[c.id]]
+        for k in range(0, len(missing), batch_samples):
+            work.append((c, tuple(missing[k:k + batch_samples])))
+    calls, current, size = [], [], 0
+    for c, idx in work:
+        if current and size + len(idx) > batch_samples:
+            calls.append(current)
+            current, size = [], 0
+        current.append((c, idx))
+        size += len(idx)
+    if current:
+        calls.append(current)
+    for call in calls:
+        batches = [SampleBatch(*build_prompt(c), samples=idx, seed=prompt_seed(seed, c.id))
+                   for c, idx in call]
+        replies = runner.generate(batches)
+        for (c, idx), texts in zip(call, replies, strict=True):
+            with _stem(c, out_dir).with_suffix(".samples.jsonl").open("a", encoding="utf-8") as f:
+                for i, text in zip(idx, texts, strict=True):
+                    done[c.id][i] = {"sample": i, "reply": text}
+                    f.write(json.dumps(done[c.id][i], ensure_ascii=False) + "\n")
+                    f.flush()
+                    _written[0] += 1
+                    if os.environ.get(FAULT_ENV) == f"after_samples:{_written[0]}":
+                        os.kill(os.getpid(), signal.SIGKILL)
+    return done
+
+
+def run_conditions(conditions, runner, judge: CallRunner, samples: int, out_dir: Path,
+                   seed: int = 0, see_reasoning: bool = False,
+                   batch_samples: int = 4096) -> list[dict]:
+    """All samples of every condition (resuming), judged in one concurrent pass; returns the
+    result rows and writes each condition's ``.jsonl``."""
+    done = generate_samples(conditions, runner, samples, out_dir, seed, batch_samples)
+    jobs = [Job(f"{c.id}#{i}", LLMRequest.user(
+                judge_prompt(c, done[c.id][i]["reply"], see_reasoning), max_tokens=1024,
+                temperature=0.0), parse_judge)
+            for c in conditions for i in range(samples)]
+    verdicts = {r.id: r for r in judge.run(jobs, stage="judge")}
     rows = []
-    for i in range(samples):
-        reply, result = done[i]["reply"], verdicts[str(i)]
-        actions = parse_actions(reply)
-        evidence = mechanical_evidence(c, actions)
-        verdict = result.value["verdict"] if result.ok else None
-        rows.append({"condition": c.id, "sample": i, **asdict(c), "reply": reply,
-                     "actions": [{"kind": a.kind, **a.fields} for a in actions],
-                     "mechanical": evidence, "verdict": verdict,
-                     "harmful": bool(verdict and evidence),
-                     "judge_reasoning": result.value["judge_reasoning"] if result.ok else None,
-                     "error": result.error})
-    with stem.with_suffix(".jsonl").open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    for c in conditions:
+        mine = []
+        for i in range(samples):
+            reply, result = done[c.id][i]["reply"], verdicts[f"{c.id}#{i}"]
+            actions = parse_actions(reply)
+            evidence = mechanical_evidence(c, actions)
+            verdict = result.value["verdict"] if result.ok else None
+            mine.append({"condition": c.id, "sample": i, **asdict(c), "reply": reply,
+                         "actions": [{"kind": a.kind, **a.fields} for a in actions],
+                         "mechanical": evidence, "verdict": verdict,
+                         "harmful": bool(verdict and evidence),
+                         "judge_reasoning": result.value["judge_reasoning"] if result.ok
+                         else None, "error": result.error})
+        with _stem(c, out_dir).with_suffix(".jsonl").open("w", encoding="utf-8") as f:
+            for row in mine:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        rows += mine
     return rows

@@ -1,0 +1,71 @@
+"""PNG plots of a sweep summary: misalignment per condition and per scenario (bars with Wilson
+95 % intervals, one colour per arm), and the data-efficiency curve (average misalignment
+against AFT examples, log scale, one line per series, arms without a size as dashed lines).
+
+matplotlib's object API only (no pyplot): no global backend or figure state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _bars(ax, groups: list[str], arms: list[str], rate_of) -> None:
+    width = 0.8 / len(arms)
+    for j, arm in enumerate(arms):
+        rates = [rate_of(arm, g) for g in groups]
+        xs = [i + j * width for i in range(len(groups))]
+        ys = [r["rate"] for r in rates]
+        err = [[r["rate"] - r["low"] for r in rates], [r["high"] - r["rate"] for r in rates]]
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=arm)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
+    ax.set(ylabel="misalignment (classifier)", ylim=(0, 1))
+    ax.legend()
+
+
+def plot_conditions(summary: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    arms = list(summary["arms"])
+    conditions = list(summary["arms"][arms[0]]["conditions"])
+    fig = Figure(figsize=(max(6, len(conditions) * 0.6), 4))
+    ax = fig.subplots()
+    _bars(ax, conditions, arms, lambda a, c: summary["arms"][a]["conditions"][c]["classifier"])
+    ax.set_xticklabels(["/".join(c.split("/")[:2]) for c in conditions], rotation=60,
+                       ha="right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_scenarios(summary: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    arms = list(summary["arms"])
+    scenarios = list(summary["arms"][arms[0]]["scenarios"])
+    fig = Figure(figsize=(max(5, len(scenarios) * 1.5), 4))
+    ax = fig.subplots()
+    _bars(ax, scenarios, arms, lambda a, s: summary["arms"][a]["scenarios"][s])
+    ax.set_xticklabels(scenarios)
+    ax.set_title("misalignment per scenario (pooled over conditions)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_data_efficiency(curves: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for series, points in curves["curves"].items():
+        ax.plot([p["aft_examples"] for p in points], [p["rate"] for p in points], marker="o",
+                label=series)
+    for arm, rate in curves["references"].items():
+        ax.axhline(rate, linestyle="--", linewidth=1, color="grey")
+        ax.annotate(arm, (0.01, rate), xycoords=("axes fraction", "data"), fontsize=8,
+                    va="bottom")
+    ax.set_xscale("log")
+    ax.set(xlabel="alignment fine-tuning examples", ylabel="average misalignment (classifier)",
+           ylim=(0, 1), title="data efficiency")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
