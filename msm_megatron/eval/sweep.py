@@ -115,7 +115,7 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     capability: dict[str, dict] = {}
     engines = None
     if cfg.runner == "vllm":
-        from msm_megatron.eval.runners import EngineCache
+        from msm_megatron.vllm_engine import EngineCache
 
         engines = EngineCache()
     for name, path in arms:

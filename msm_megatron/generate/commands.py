@@ -57,7 +57,9 @@ def backend_from(b):
     if b.kind == "vllm":
         from msm_megatron.generate.vllm_offline import VLLMOfflineBackend
 
-        return VLLMOfflineBackend(b.model, tensor_parallel_size=b.tensor_parallel_size)
+        return VLLMOfflineBackend(b.model, tensor_parallel_size=b.tensor_parallel_size,
+                                  max_model_len=b.max_model_len,
+                                  gpu_memory_utilization=b.gpu_memory_utilization)
     return make_backend(b.kind, b.model, base_url=b.base_url, api_key_env=b.api_key_env,
                         timeout_s=b.timeout_s, max_connections=b.concurrency,
                         retry=RetryPolicy(max_attempts=b.max_attempts))

@@ -29,6 +29,8 @@ class BackendConfig:
     batch: bool = False  # anthropic only: stages go out as Message Batches (resumable)
     batch_poll_s: float = 60.0
     tensor_parallel_size: int = 1  # vllm only
+    max_model_len: int | None = None  # vllm only: default the model's
+    gpu_memory_utilization: float = 0.9  # vllm only (on CPU: the share of host memory)
 
 
 @dataclass(kw_only=True, slots=True)

