@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     from msm_megatron.generate.commands import add_parser as add_generate_parser
 
     add_generate_parser(sub)
+    from msm_megatron.pipeline.commands import add_parser as add_pipeline_parser
+
+    add_pipeline_parser(sub)
     ev = sub.add_parser("eval", help="agentic-misalignment sweep over HF exports (report)")
     ev.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. preset=paper")
     ev.add_argument("--config", help="sweep YAML (see msm_megatron/eval/sweep.py)")

@@ -80,10 +80,6 @@ def parse_arms(arms: list[str]) -> list[tuple[str, str]]:
 
 def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     from msm_megatron.eval.agentic.grid import preset
-    from msm_megatron.eval.agentic.run import run_conditions
-    from msm_megatron.generate.cache import CallCache
-    from msm_megatron.generate.commands import backend_from
-    from msm_megatron.generate.runner import CallRunner
 
     arms = parse_arms(cfg.arms)
     unknown = set(cfg.tasks) - set(TASKS)
@@ -94,7 +90,7 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
         from msm_megatron.eval.values import load_probes
 
         probes = load_probes(cfg.value_probes)  # bad probes fail before any model loads
-    from msm_megatron.eval.capability import check_installed, run_capability
+    from msm_megatron.eval.capability import check_installed
 
     check_installed(cfg.lm_eval_tasks)
     unknown_arms = (set(cfg.aft_examples) | set(cfg.series)) - {n for n, _ in arms}
@@ -102,60 +98,30 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
         raise ConfigError(f"aft_examples/series name arms that are not in arms: "
                           f"{sorted(unknown_arms)}")
     chosen = preset(cfg.preset, cfg.assistant_name)
-    samples = cfg.samples or chosen.samples
-    temperature = chosen.temperature if cfg.temperature is None else cfg.temperature
-    max_new = cfg.max_new_tokens or chosen.max_new_tokens
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    judge_cache = CallCache(out / "judge_calls.jsonl")
-    judge = CallRunner(backend_from(cfg.judge), judge_cache, concurrency=cfg.judge.concurrency,
-                       content_attempts=3, progress=progress)
+    if "reasoning_traces" in cfg.tasks and "agentic_misalignment" not in cfg.tasks:
+        raise ConfigError("task reasoning_traces labels agentic_misalignment samples: add "
+                          "agentic_misalignment to tasks")
     results: dict[str, list[dict]] = {}
     values: dict[str, dict] = {}
     capability: dict[str, dict] = {}
+    traces: dict[str, dict] = {}
     engines = None
     if cfg.runner == "vllm":
         from msm_megatron.vllm_engine import EngineCache
 
         engines = EngineCache()
-    for name, path in arms:
-        runner = _runner(cfg, path, max_new, temperature, out / name, engines)
-        if "agentic_misalignment" in cfg.tasks:
-            results[name] = run_conditions(
-                chosen.conditions, runner, judge, samples, out / name / "agentic_misalignment",
-                cfg.seed, cfg.judge_sees_reasoning, cfg.batch_samples)
-        if probes is not None:
-            from msm_megatron.eval.values import run_probes
-
-            values[name] = run_probes(runner, probes,
-                                      out / name / "value_generalization" / "choices.jsonl",
-                                      cfg.seed)
-        runner.close()
-        if cfg.lm_eval_tasks:
-            if engines is not None:
-                engines.close()  # the harness starts its own engine on the GPU
-            engine_args = {"dtype": cfg.dtype}
-            if cfg.runner == "vllm":
-                engine_args.update(tensor_parallel_size=cfg.tensor_parallel_size,
-                                   gpu_memory_utilization=cfg.gpu_memory_utilization,
-                                   enforce_eager=cfg.enforce_eager, enable_prefix_caching=True)
-                if cfg.max_model_len:
-                    engine_args["max_model_len"] = cfg.max_model_len
-            capability[name] = run_capability(
-                path, cfg.lm_eval_tasks, out / name / "capability.json",
-                "vllm" if cfg.runner == "vllm" else "hf", cfg.lm_eval_limit,
-                cfg.lm_eval_include, cfg.seed, engine_args)
-    if engines is not None:
-        engines.close()
-    traces = {}
-    if "reasoning_traces" in cfg.tasks:
-        from msm_megatron.eval.traces import label_traces
-
-        if not results:
-            raise ConfigError("task reasoning_traces labels agentic_misalignment samples: add "
-                              "agentic_misalignment to tasks")
-        traces = {name: label_traces(rows, judge) for name, rows in results.items()}
-    judge_cache.close()
+    try:
+        for name, path in arms:
+            arm = _run_arm(cfg, chosen, name, path, probes, engines, progress)
+            for key, table in (("agentic", results), ("values", values),
+                               ("capability", capability), ("traces", traces)):
+                if key in arm:
+                    table[name] = arm[key]
+    finally:
+        if engines is not None:
+            engines.close()
     summary = summarize(results) if results else {"arms": {}, "differences": {}}
     summary["value_generalization"] = values
     summary["reasoning_traces"] = traces
@@ -189,6 +155,90 @@ def data_efficiency(summary: dict, cfg: EvalSweepConfig) -> dict:
     for points in curves.values():
         points.sort(key=lambda p: p["aft_examples"])
     return {"curves": curves, "references": references}
+
+
+def _run_arm(cfg: EvalSweepConfig, chosen, name: str, path: str, probes, engines,
+             progress: bool) -> dict:
+    """Every task of one arm. The model is loaded only if some sample is missing, and the judge
+    has a call cache per arm (``<out>/<arm>/judge_calls.jsonl``), so arms can run as separate
+    processes (array tasks) and a final pass over all arms only reads what they wrote."""
+    from msm_megatron.eval.agentic.run import run_conditions
+    from msm_megatron.generate.cache import CallCache
+    from msm_megatron.generate.commands import backend_from
+    from msm_megatron.generate.runner import CallRunner
+
+    arm_dir = Path(cfg.out_dir) / name
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    samples = cfg.samples or chosen.samples
+    temperature = chosen.temperature if cfg.temperature is None else cfg.temperature
+    max_new = cfg.max_new_tokens or chosen.max_new_tokens
+    runner = LazyRunner(lambda: _runner(cfg, path, max_new, temperature, arm_dir, engines),
+                        logprobs=cfg.runner in ("hf", "vllm"))
+    judge_cache = CallCache(arm_dir / "judge_calls.jsonl")
+    judge = CallRunner(backend_from(cfg.judge), judge_cache, concurrency=cfg.judge.concurrency,
+                       content_attempts=3, progress=progress)
+    out: dict = {}
+    try:
+        if "agentic_misalignment" in cfg.tasks:
+            out["agentic"] = run_conditions(
+                chosen.conditions, runner, judge, samples, arm_dir / "agentic_misalignment",
+                cfg.seed, cfg.judge_sees_reasoning, cfg.batch_samples)
+        if "reasoning_traces" in cfg.tasks:
+            from msm_megatron.eval.traces import label_traces
+
+            out["traces"] = label_traces(out["agentic"], judge)
+        if probes is not None:
+            from msm_megatron.eval.values import run_probes
+
+            out["values"] = run_probes(runner, probes, arm_dir / "value_generalization" /
+                                       "choices.jsonl", cfg.seed)
+    finally:
+        runner.close()
+        judge_cache.close()
+    if cfg.lm_eval_tasks:
+        out["capability"] = _capability(cfg, path, arm_dir, engines)
+    return out
+
+
+def _capability(cfg: EvalSweepConfig, path: str, arm_dir: Path, engines) -> dict:
+    from msm_megatron.eval.capability import run_capability
+
+    if engines is not None:
+        engines.close()  # the harness starts its own engine on the GPU
+    engine_args = {"dtype": cfg.dtype}
+    if cfg.runner == "vllm":
+        engine_args.update(tensor_parallel_size=cfg.tensor_parallel_size,
+                           gpu_memory_utilization=cfg.gpu_memory_utilization,
+                           enforce_eager=cfg.enforce_eager, enable_prefix_caching=True)
+        if cfg.max_model_len:
+            engine_args["max_model_len"] = cfg.max_model_len
+    return run_capability(path, cfg.lm_eval_tasks, arm_dir / "capability.json",
+                          "vllm" if cfg.runner == "vllm" else "hf", cfg.lm_eval_limit,
+                          cfg.lm_eval_include, cfg.seed, engine_args)
+
+
+class LazyRunner:
+    """A runner built (model loaded, engine started) on first use only: a resumed sweep whose
+    samples are all on disk never loads the model."""
+
+    def __init__(self, build, logprobs: bool):
+        self._build, self._runner = build, None
+        self.scores_logprobs = logprobs  # the HF and vLLM runners have letter_logprobs
+
+    def _get(self):
+        if self._runner is None:
+            self._runner = self._build()
+        return self._runner
+
+    def generate(self, batches):
+        return self._get().generate(batches)
+
+    def letter_logprobs(self, users, letters=("A", "B")):
+        return self._get().letter_logprobs(users, letters)
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
 
 
 def _runner(cfg: EvalSweepConfig, path: str, max_new: int, temperature: float, arm_dir: Path,

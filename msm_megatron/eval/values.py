@@ -88,20 +88,40 @@ def score(probes: list[dict], choices: dict[str, str | None]) -> dict:
     return out
 
 
+def _saved_choices(out_file: Path, probes: list[dict], want_logprob: bool) -> list[dict] | None:
+    """The choices a previous run wrote for exactly these probes, else None."""
+    if not out_file.is_file():
+        return None
+    try:
+        rows = [json.loads(line) for line in out_file.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError:
+        return None
+    if [r.get("id") for r in rows] != [p["id"] for p in probes]:
+        return None
+    if want_logprob and any(r.get("logprob") is None for r in rows):
+        return None
+    return rows
+
+
 def run_probes(runner, probes: list[dict], out_file: Path, seed: int = 0) -> dict:
     """Both scorings for one arm (log-probabilities with the HF and vLLM runners; an endpoint
-    gives generation only); writes every probe's choices."""
-    results = {}
-    choices_gen = choices_by_generation(runner, probes, seed)
-    results["generation"] = score(probes, choices_gen)
-    choices_lp = None
-    if hasattr(runner, "letter_logprobs"):
-        choices_lp = choices_by_logprob(runner, probes)
+    gives generation only); writes every probe's choices, and reuses them on a rerun."""
+    want_logprob = getattr(runner, "scores_logprobs", hasattr(runner, "letter_logprobs"))
+    saved = _saved_choices(out_file, probes, want_logprob)
+    if saved is not None:
+        choices_gen = {r["id"]: r["generation"] for r in saved}
+        choices_lp = {r["id"]: r["logprob"] for r in saved} if want_logprob else None
+    else:
+        choices_gen = choices_by_generation(runner, probes, seed)
+        choices_lp = choices_by_logprob(runner, probes) if want_logprob else None
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        with out_file.open("w", encoding="utf-8") as f:
+            for p in probes:
+                f.write(json.dumps({"id": p["id"], "domain": p["domain"],
+                                    "generation": choices_gen[p["id"]],
+                                    "logprob": choices_lp[p["id"]] if choices_lp else None})
+                        + "\n")
+    results = {"generation": score(probes, choices_gen)}
+    if choices_lp:
         results["logprob"] = score(probes, choices_lp)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    with out_file.open("w", encoding="utf-8") as f:
-        for p in probes:
-            f.write(json.dumps({"id": p["id"], "domain": p["domain"],
-                                "generation": choices_gen[p["id"]],
-                                "logprob": choices_lp[p["id"]] if choices_lp else None}) + "\n")
     return results

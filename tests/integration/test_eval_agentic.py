@@ -103,9 +103,9 @@ def test_sigkill_then_resume_regenerates_nothing(tmp_path, export):
         assert new[: len(old)] == old  # finished samples kept, not regenerated
         assert [r["sample"] for r in new] == sorted({r["sample"] for r in new})
     assert sum(len(rows(p)) for p in folder.glob("*.samples.jsonl")) == 6 * 3
-    # the kill came before judging; every distinct judge prompt was then asked once (the two
-    # arms share the export and seed, so their replies coincide: 6 conditions × 3 samples)
-    assert judged_before == 0 and judged_after == 6 * 3
+    # the kill came before judging; then each arm's 6 conditions × 3 samples were judged once
+    # (each arm has its own judge cache, so arms can run as separate array tasks)
+    assert judged_before == 0 and judged_after == 2 * 6 * 3
     # sample i is drawn with seed + i, so killed-and-resumed equals an uninterrupted sweep
     with llm_server() as url:
         assert msm_eval(url, tmp_path / "straight", export).returncode == 0
@@ -195,3 +195,27 @@ def test_trace_label_parsing():
     for bad in ("no line", "LABELS: vanity", "LABELS: "):
         with pytest.raises(ContentError):
             parse_labels(LLMResponse(bad, "stop"))
+
+
+def test_finished_sweep_rerun_loads_no_model(tmp_path, export):
+    """Everything on disk: a rerun rebuilds the report without the model (its weights are gone)
+    and without new judge calls — what the pipeline's report stage relies on."""
+    model = tmp_path / "model"
+    shutil.copytree(export, model)
+    args = ["tasks=[agentic_misalignment,value_generalization]", "samples=2"]
+    with llm_server() as url:
+        first = subprocess.run(
+            [sys.executable, "-m", "msm_megatron.cli", "eval", f"arms=[a={model}]",
+             "preset=quick", "max_new_tokens=8", f"out_dir={tmp_path}/ev",
+             f"judge.base_url={url}/v1", "judge.model=judge", *args, "--quiet"],
+            cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=600)
+        assert first.returncode == 0, first.stderr[-3000:]
+        summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+        calls = server_stats(url)["requests"]
+        for weights in model.glob("*.safetensors"):
+            weights.unlink()
+        again = subprocess.run(first.args, cwd=REPO, env=run_env(), capture_output=True,
+                               text=True, timeout=600)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert server_stats(url)["requests"] == calls
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text()) == summary

@@ -1,0 +1,1 @@
+"""``msm pipeline``: one experiment file → a graph of stages, run locally or on Slurm."""

@@ -1,0 +1,108 @@
+"""``msm pipeline``: plan an experiment, then run it locally or submit it to Slurm.
+
+Examples::
+
+    msm pipeline examples/pipeline/toy.yaml --dry-run           # the plan: stages, jobs, tokens
+    msm pipeline examples/pipeline/toy.yaml                     # run locally, one job at a time
+    msm pipeline exp.yaml seeds=[0,1] --parallel 2              # overrides; two jobs at once
+    msm pipeline exp.yaml --executor slurm slurm.cluster=mycluster --wait
+
+A rerun skips every stage whose completion marker matches its hash and redoes only what
+changed (and what depends on it). ``msm pipeline-stage <plan.json> <stage>`` is what each job
+runs (the executors call it; you rarely need to).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from msm_megatron.config import ConfigError, apply_overrides, load_yaml
+from msm_megatron.pipeline.experiment import ExperimentConfig
+
+
+def load_experiment(path: str, overrides: list[str]) -> ExperimentConfig:
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: experiment file not found")
+    return apply_overrides(load_yaml(path, ExperimentConfig), overrides)
+
+
+def cmd_pipeline(args, argv: list[str]) -> int:
+    from msm_megatron.pipeline.plan import build_plan
+
+    exp = load_experiment(args.experiment, args.overrides)
+    plan = build_plan(exp)
+    plan_path = Path(exp.out_dir) / "pipeline" / "plan.json"
+    if args.dry_run:
+        print(format_plan(plan, args.executor))
+        return 0
+    plan.save(plan_path)
+    if args.executor == "local":
+        from msm_megatron.pipeline.local import run_local
+
+        return run_local(plan, plan_path, parallel=args.parallel)
+    from msm_megatron.pipeline.slurm import SlurmExecutor
+
+    executor = SlurmExecutor(plan, plan_path, exp.slurm)
+    submitted = executor.submit()
+    if not submitted:
+        print("[pipeline] nothing to submit: every stage is done")
+        return 0
+    return executor.wait() if args.wait else 0
+
+
+def cmd_stage(args, argv: list[str]) -> int:
+    from msm_megatron.pipeline.stage import run_stage
+
+    return run_stage(args.plan, args.name, args.cell_index)
+
+
+def format_plan(plan, executor: str) -> str:
+    """The --dry-run report: every stage, whether it is done, its jobs, resources and tokens."""
+    from msm_megatron.pipeline.markers import is_done
+
+    lines = [f"experiment {plan.experiment} -> {plan.out_dir} ({executor} executor)", "",
+             f"{'stage':<44} {'status':<7} {'jobs':>4} {'nodes×gpus':>10} {'time':>9} "
+             f"{'train tokens':>13}"]
+    todo = 0
+    total_tokens = 0
+    for stage in plan.order():
+        done = is_done(plan, stage)
+        todo += not done
+        jobs = len(stage.cells) or 1
+        res = stage.resources
+        tokens = _train_tokens(stage)
+        total_tokens += tokens if not done else 0
+        lines.append(f"{stage.name:<44} {'done' if done else 'to run':<7} {jobs:>4} "
+                     f"{res['nodes']}×{res['gpus_per_node']:<8} {res['time']:>9} "
+                     f"{tokens or '':>13}")
+    lines += ["", f"{todo} of {len(plan.stages)} stages to run; "
+              f"{total_tokens:,} training tokens to process"]
+    return "\n".join(lines)
+
+
+def _train_tokens(stage) -> int:
+    if stage.kind not in ("midtrain", "sft") or not Path(stage.argv[1]).is_file():
+        return 0
+    from msm_megatron.config import Config
+
+    cfg = load_yaml(stage.argv[1], Config)
+    if cfg.train.steps:
+        return cfg.train.steps * cfg.train.global_batch_size * cfg.data.seq_length
+    return cfg.train.tokens or 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("pipeline", help="spec -> corpus -> training arms -> eval, as one graph "
+                       "(local or Slurm)")
+    p.add_argument("experiment", help="experiment YAML (see examples/pipeline/toy.yaml)")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. seeds=[0,1]")
+    p.add_argument("--executor", choices=["local", "slurm"], default="local")
+    p.add_argument("--parallel", type=int, default=1, help="local: jobs at once (1)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, report")
+    p.set_defaults(func=cmd_pipeline)
+    p = sub.add_parser("pipeline-stage", help="run one stage of a plan (what pipeline jobs run)")
+    p.add_argument("plan", help="<out_dir>/pipeline/plan.json")
+    p.add_argument("name", help="stage name, e.g. midtrain/default/s0")
+    p.add_argument("--cell-index", type=int, help="array stages: which cell")
+    p.set_defaults(func=cmd_stage)

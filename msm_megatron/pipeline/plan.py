@@ -1,0 +1,269 @@
+"""An experiment expanded into a graph of stages, each content-addressed.
+
+A stage's **hash** covers its kind, its parameters (recipe, overrides, seeds, sizes), the
+contents of the input files it names and the hashes of the stages it depends on; its output
+directory is ``<out_dir>/<kind>/<name>-<hash[:10]>``. So a rerun finds every unchanged stage
+done (its completion marker carries the same hash), and a change anywhere — an override, a
+spec edit, an upstream stage — gives the stage and everything downstream new hashes, hence
+fresh output directories: nothing resumes from a checkpoint trained under another config.
+
+Stages (per spec variant ``v``, CoT setting ``c``, AFT size ``n``, seed ``s``)::
+
+    tokenizer | convert_base
+    generate_docs[v] → prepare_corpus[v] → midtrain[v,s] ─┐
+    generate_chats[v] → prepare_sft[v,c,n] ───────────────┴→ sft[msm|base, v,c,n,s] → export[…]
+    export[*] → eval (array: one task per arm) → report
+
+Training configs and the eval sweep file are resolved here — on the login node, no GPU
+needed — and written under ``<out_dir>/configs/``; jobs run exactly those files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from msm_megatron.config import ConfigError, apply_overrides, save_yaml
+from msm_megatron.pipeline.experiment import ExperimentConfig, Resources
+
+FILE_DIGEST_LIMIT = 256 * 2**20  # bigger inputs are identified by size and mtime
+
+
+@dataclass
+class Stage:
+    """One node of the graph. ``argv`` is an ``msm`` command line (``kind`` names a built-in
+    step when empty); an array stage has ``cells`` (one argv per array task) instead."""
+
+    name: str
+    kind: str
+    deps: list[str]
+    params: dict
+    resources: dict
+    hash: str = ""
+    out: str = ""
+    argv: list[str] = field(default_factory=list)
+    cells: dict[str, list[str]] = field(default_factory=dict)
+    ranks: int = 1  # training ranks (nodes × GPUs per node)
+
+
+@dataclass
+class Plan:
+    experiment: str
+    out_dir: str
+    stages: dict[str, Stage]
+
+    def order(self) -> list[Stage]:
+        """Stages in dependency order (the insertion order is one)."""
+        return list(self.stages.values())
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"experiment": self.experiment, "out_dir": self.out_dir,
+                "stages": [asdict(s) for s in self.order()]}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+
+    @staticmethod
+    def load(path: Path) -> Plan:
+        data = json.loads(Path(path).read_text())
+        return Plan(data["experiment"], data["out_dir"],
+                    {s["name"]: Stage(**s) for s in data["stages"]})
+
+
+def file_digest(path: str | Path) -> str:
+    """Content hash of an input file or directory (size + mtime for very large files)."""
+    path = Path(path)
+    if path.is_dir():
+        parts = [f"{p.relative_to(path)}:{file_digest(p)}" for p in sorted(path.rglob("*"))
+                 if p.is_file()]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    if not path.is_file():
+        raise ConfigError(f"{path}: input file not found")
+    stat = path.stat()
+    if stat.st_size > FILE_DIGEST_LIMIT:
+        return f"size={stat.st_size},mtime={stat.st_mtime_ns}"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+
+
+class _Builder:
+    def __init__(self, exp: ExperimentConfig):
+        self.exp = exp
+        self.out = Path(exp.out_dir)
+        self.stages: dict[str, Stage] = {}
+
+    def add(self, name: str, kind: str, deps: list[str], params: dict,
+            resources: Resources | None = None, inputs: list[str] = ()) -> Stage:
+        for dep in deps:
+            assert dep in self.stages, dep
+        payload = {"kind": kind, "params": params,
+                   "inputs": {str(p): file_digest(p) for p in inputs},
+                   "deps": {d: self.stages[d].hash for d in deps}}
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        stage = Stage(name, kind, list(deps), params, asdict(resources or Resources()), digest,
+                      str(self.out / kind / f"{slug(name)}-{digest[:10]}"))
+        self.stages[name] = stage
+        return stage
+
+    def config_file(self, stage: Stage, cfg) -> str:
+        path = self.out / "configs" / f"{slug(stage.name)}-{stage.hash[:10]}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, path)
+        return str(path)
+
+
+def build_plan(exp: ExperimentConfig, write_configs: bool = True) -> Plan:
+    """Expand ``exp`` into stages (writing the resolved configs they run)."""
+    _check(exp)
+    b = _Builder(exp)
+    tok, base_load, base_deps = _base(b, exp)
+    arms: dict[str, tuple[Stage, str]] = {}  # arm name -> (export stage, series)
+    for variant, spec in exp.specs.items():
+        corpus, chats, gen_deps = _sources(b, exp, variant, spec)
+        prep = b.add(f"prepare_corpus/{variant}", "prepare_corpus", [*base_deps, *gen_deps],
+                     {"tokenizer": tok}, inputs=_existing(corpus))
+        prep.argv = ["data", "prepare", *corpus, "--tokenizer", tok, "--out",
+                     f"{prep.out}/corpus", "--kind", "documents"]
+        sft_data = {}
+        for cot in exp.cot:
+            for size in exp.aft_sizes:
+                s = b.add(f"prepare_sft/{variant}/{cot}/n{size}", "prepare_sft",
+                          [*base_deps, *gen_deps],
+                          {"chats": chats, "mix": exp.sft_mix, "size": size,
+                           "keep_think": cot == "with_cot", "tokenizer": tok},
+                          inputs=_existing([chats, *exp.sft_mix]))
+                sft_data[cot, size] = s
+        for seed in exp.seeds:
+            mid = _train(b, exp.midtrain, f"midtrain/{variant}/s{seed}", [prep.name],
+                         [f"data.prepared=[{prep.out}/corpus]", *_seeded(seed), *base_load],
+                         write_configs)
+            starts = [("msm", mid, [f"checkpoint.load={mid.out}/checkpoints"])]
+            if exp.baseline:
+                starts.append(("base", None, base_load))
+            for (cot, size), data in sft_data.items():
+                for origin, parent, load in starts:
+                    arm = f"{origin}-{variant}-{cot}-n{size}-s{seed}"
+                    deps = [data.name, *([parent.name] if parent else base_deps)]
+                    sft = _train(b, exp.sft, f"sft/{arm}", deps,
+                                 [f"data.prepared=[{data.out}/chats]", *_seeded(seed), *load],
+                                 write_configs)
+                    export = b.add(f"export/{arm}", "export", [sft.name], {"tokenizer": tok})
+                    export.argv = ["convert", "export", sft.out, "--out", export.out,
+                                   "--hf-assets", tok, "--quiet"]
+                    arms[arm] = (export, f"{origin}-{cot}", size or _count_lines(chats))
+    if exp.eval.enabled:
+        _eval(b, exp, arms, write_configs)
+    return Plan(exp.name, exp.out_dir, b.stages)
+
+
+def _check(exp: ExperimentConfig) -> None:
+    bad = [c for c in exp.cot if c not in ("no_cot", "with_cot")]
+    if bad or not exp.cot:
+        raise ConfigError(f"cot={exp.cot}: choose from no_cot, with_cot")
+    if not exp.specs:
+        raise ConfigError("specs: name at least one spec file ({name: path})")
+    if len(exp.specs) > 1 and not exp.generation.enabled:
+        raise ConfigError("several spec variants need generation.enabled=true (without "
+                          "generation every variant would train on the same corpus)")
+    if any(n < 0 for n in exp.aft_sizes) or not exp.aft_sizes or not exp.seeds:
+        raise ConfigError("aft_sizes (≥ 0; 0 = all chats) and seeds must be non-empty")
+
+
+def _existing(paths: list[str]) -> list[str]:
+    """Input files that exist now (generated ones are covered by their stage's hash)."""
+    return [p for p in paths if Path(p).exists()]
+
+
+def _count_lines(path: str) -> int:
+    """Chats in a JSONL file that exists now (0 for one generated later: no curve point)."""
+    p = Path(path)
+    return sum(1 for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()) \
+        if p.is_file() else 0
+
+
+def _seeded(seed: int) -> list[str]:
+    return [f"train.seed={1234 + seed}", f"data.seed={1234 + seed}"]
+
+
+def _base(b: _Builder, exp: ExperimentConfig) -> tuple[str, list[str], list[str]]:
+    """(tokenizer dir, checkpoint.load overrides of the base model, stages they need)."""
+    if exp.base_model == "toy":
+        tok = b.add("tokenizer", "tokenizer", [], {"template": "qwen3", "vocab_size": 2000})
+        return tok.out, [], [tok.name]
+    base = Path(exp.base_model)
+    if not (base / "config.json").is_file():
+        raise ConfigError(f"base_model={exp.base_model}: not an HF model directory (no "
+                          "config.json); use 'toy' for the CPU toy model")
+    conv = b.add("convert_base", "convert_base", [], {"base": str(base)},
+                 inputs=[str(base / "config.json")])
+    conv.argv = ["convert", "hf-to-megatron", str(base), conv.out, "--quiet"]
+    return str(base), [f"checkpoint.load={conv.out}"], [conv.name]
+
+
+def _sources(b: _Builder, exp: ExperimentConfig, variant: str, spec: str
+             ) -> tuple[list[str], str, list[str]]:
+    """(corpus JSONL files, AFT chats JSONL with <think>, generation stages)."""
+    if not exp.generation.enabled:
+        return list(exp.corpus), exp.aft_chats, []
+    backend = _dotlist("backend", asdict(exp.generation.backend))
+    docs = b.add(f"generate_docs/{variant}", "generate_docs", [],
+                 {"backend": backend, "overrides": exp.generation.docs},
+                 exp.generation.resources, inputs=[spec])
+    docs.argv = ["generate", "docs", spec, f"out_dir={docs.out}", *backend,
+                 *exp.generation.docs, "--quiet"]
+    chats = b.add(f"generate_chats/{variant}", "generate_chats", [],
+                  {"backend": backend, "overrides": exp.generation.chats},
+                  exp.generation.resources, inputs=[spec])
+    chats.argv = ["generate", "chats", spec, f"out_dir={chats.out}", *backend,
+                  *exp.generation.chats, "--quiet"]
+    return ([f"{docs.out}/dataset.jsonl"], f"{chats.out}/with_cot/dataset.jsonl",
+            [docs.name, chats.name])
+
+
+def _dotlist(prefix: str, values: dict) -> list[str]:
+    return [f"{prefix}.{k}={'null' if v is None else v}" for k, v in values.items()]
+
+
+def _train(b: _Builder, stage_cfg, name: str, deps: list[str], overrides: list[str],
+           write_configs: bool) -> Stage:
+    from msm_megatron.recipes import get_recipe
+
+    kind = name.split("/")[0]
+    stage = b.add(name, kind, deps, {"recipe": stage_cfg.recipe,
+                                     "overrides": [*stage_cfg.overrides, *overrides]},
+                  stage_cfg.resources)
+    try:
+        cfg = apply_overrides(get_recipe(stage_cfg.recipe),
+                              [*stage_cfg.overrides, *overrides, f"train.run_dir={stage.out}"])
+    except (ConfigError, KeyError) as exc:
+        raise ConfigError(f"{kind}: {exc}") from exc
+    res = stage_cfg.resources
+    stage.ranks = max(1, res.nodes * max(1, res.gpus_per_node))
+    config = b.config_file(stage, cfg) if write_configs else f"{stage.out}.yaml"
+    stage.argv = ["train", config]
+    return stage
+
+
+def _eval(b: _Builder, exp: ExperimentConfig, arms: dict, write_configs: bool) -> None:
+    from msm_megatron.eval.sweep import EvalSweepConfig
+
+    exports = [stage.name for stage, _, _ in arms.values()]
+    ev = b.add("eval", "eval", exports, {"overrides": exp.eval.overrides}, exp.eval.resources)
+    sweep = apply_overrides(EvalSweepConfig(), [*exp.eval.overrides, f"out_dir={ev.out}"])
+    sweep.arms = [f"{arm}={stage.out}" for arm, (stage, _, _) in arms.items()]
+    sweep.series = {arm: series for arm, (_, series, _) in arms.items()}
+    sweep.aft_examples = {arm: size for arm, (_, _, size) in arms.items() if size}
+    path = b.config_file(ev, sweep) if write_configs else f"{ev.out}.yaml"
+    # one array task per arm; the curve metadata belongs to the all-arms report below
+    ev.cells = {arm: ["eval", "--config", path, f"arms=[{entry}]", "aft_examples={}",
+                      "series={}", "--quiet"]
+                for arm, entry in zip(arms, sweep.arms, strict=True)}
+    report = b.add("report", "report", [ev.name], {}, Resources(time="01:00:00"))
+    report.argv = ["eval", "--config", path, "--quiet"]

@@ -1,0 +1,92 @@
+"""What one job runs: ``msm pipeline-stage <plan.json> <stage> [--cell-index I]``.
+
+It runs the stage's ``msm`` command (or built-in step) in this process and, when it succeeds,
+writes the completion marker — only rank 0 of a multi-rank training job does. A stage that is
+already done (same hash) returns at once, so a requeued or resubmitted job never redoes work.
+Exit codes pass through: 75 from a preempted training run means "checkpoint saved, requeue me".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from msm_megatron.pipeline.markers import cell_done, write_marker
+from msm_megatron.pipeline.plan import Plan, Stage
+
+
+def _rank() -> int:
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def run_stage(plan_path: str | Path, name: str, cell_index: int | None = None) -> int:
+    plan = Plan.load(Path(plan_path))
+    if name not in plan.stages:
+        raise SystemExit(f"error: {plan_path} has no stage {name!r}")
+    stage = plan.stages[name]
+    cells = list(stage.cells) or [None]
+    if cell_index is not None:
+        if not stage.cells or not 0 <= cell_index < len(cells):
+            raise SystemExit(f"error: stage {name} has no cell {cell_index}")
+        cells = [cells[cell_index]]
+    for cell in cells:
+        if cell_done(plan, stage, cell):
+            print(f"[pipeline] {name}{'@' + cell if cell else ''}: done already", flush=True)
+            continue
+        print(f"[pipeline] {name}{'@' + cell if cell else ''}: running", flush=True)
+        code = _execute(stage, cell)
+        if code != 0:
+            return code
+        if _rank() == 0:
+            write_marker(plan, stage, cell)
+    return 0
+
+
+def _execute(stage: Stage, cell: str | None) -> int:
+    if stage.kind == "tokenizer":
+        from msm_megatron.data.toy_tokenizer import build_hf_tokenizer
+
+        build_hf_tokenizer(Path(stage.out), template=stage.params["template"],
+                           vocab_size=stage.params["vocab_size"], docs=10_000)
+        return 0
+    if stage.kind == "prepare_sft":
+        return prepare_sft(stage)
+    from msm_megatron.cli import main
+
+    argv = stage.cells[cell] if cell is not None else list(stage.argv)
+    if stage.kind in ("midtrain", "sft") and stage.ranks > 1 and not _launched():
+        argv += ["--nproc", str(stage.ranks)]  # locally: torchrun; under srun: one per task
+    return main(argv)
+
+
+def _launched() -> bool:
+    """Started as one rank of many (torchrun or srun)?"""
+    return "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def prepare_sft(stage: Stage) -> int:
+    """The first ``size`` AFT chats (all for 0) plus the instruction mix, as one prepared
+    dataset; ``keep_think`` false strips ``<think>`` (the no-CoT arm)."""
+    from msm_megatron.data.prepare import prepare_jsonl
+    from msm_megatron.data.tokenizers import load_tokenizer
+
+    p = stage.params
+    out = Path(stage.out)
+    out.mkdir(parents=True, exist_ok=True)
+    chats = Path(p["chats"])
+    if not chats.is_file():
+        raise SystemExit(f"error: {chats}: AFT chats not found (stage {stage.name})")
+    lines = [ln for ln in chats.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if p["size"] > len(lines):
+        raise SystemExit(f"error: aft_sizes asks for {p['size']} chats but {chats} has "
+                         f"{len(lines)}")
+    subset = out / "aft.jsonl"
+    subset.write_text("\n".join(lines[:p["size"] or len(lines)]) + "\n", encoding="utf-8")
+    stats = prepare_jsonl([subset, *map(Path, p["mix"])], load_tokenizer(p["tokenizer"]),
+                          out / "chats", kind="chats", keep_think=p["keep_think"])
+    print(f"[pipeline] {out / 'chats'}: {stats['documents']} chats, {stats['tokens']} tokens",
+          flush=True)
+    return 0
