@@ -256,6 +256,7 @@ def _eval(b: _Builder, exp: ExperimentConfig, arms: dict, write_configs: bool) -
 
     exports = [stage.name for stage, _, _ in arms.values()]
     ev = b.add("eval", "eval", exports, {"overrides": exp.eval.overrides}, exp.eval.resources)
+    ev.resources["array_throttle"] = exp.eval.array_throttle
     sweep = apply_overrides(EvalSweepConfig(), [*exp.eval.overrides, f"out_dir={ev.out}"])
     sweep.arms = [f"{arm}={stage.out}" for arm, (stage, _, _) in arms.items()]
     sweep.series = {arm: series for arm, (_, series, _) in arms.items()}
