@@ -1,0 +1,50 @@
+"""``msm pipeline`` with the local executor: a failed stage blocks only its dependents and names
+its log; the rerun after the fix runs only what is not done; then a rerun runs nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.distributed.launch import REPO, run_env
+
+ARGS = ["midtrain.overrides=[train.steps=2,checkpoint.save_interval=2]",
+        "sft.overrides=[train.steps=2,checkpoint.save_interval=2]", "baseline=false",
+        "eval.enabled=false"]
+
+
+def pipeline(out, *extra):
+    return subprocess.run(
+        [sys.executable, "-m", "msm_megatron.cli", "pipeline", "examples/pipeline/toy.yaml",
+         f"out_dir={out}", *ARGS, *extra], cwd=REPO, env=run_env(), capture_output=True,
+        text=True, timeout=900)
+
+
+def test_failure_is_contained_and_rerun_does_only_the_rest(tmp_path):
+    out = tmp_path / "exp"
+    failed = pipeline(out, "aft_sizes=[1000]", "--parallel", "2")
+    assert failed.returncode == 1
+    log = out / "logs" / "prepare_sft-default-no_cot-n1000.log"
+    assert "prepare_sft/default/no_cot/n1000: FAILED (exit 1)" in failed.stderr
+    assert f"log: {log}" in failed.stderr and "asks for 1000 chats" in log.read_text()
+    assert "sft/msm-default-no_cot-n1000-s0: blocked" in failed.stdout
+    assert "export/msm-default-no_cot-n1000-s0: blocked" in failed.stdout
+    assert "midtrain/default/s0: done" in failed.stdout  # independent work still finished
+
+    fixed = pipeline(out, "aft_sizes=[20]")
+    assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-2000:]
+    assert "3 job(s) to run, 3 stage(s) done already" in fixed.stdout
+    assert "midtrain/default/s0: started" not in fixed.stdout
+    export = next((out / "export").glob("export-msm-default-no_cot-n20-s0-*"))
+    assert (export / "config.json").is_file() and (export / "tokenizer.json").is_file()
+
+    again = pipeline(out, "aft_sizes=[20]")
+    assert again.returncode == 0 and "0 job(s) to run, 6 stage(s) done already" in again.stdout
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
+    done = pipeline(tmp_path / "exp", "cot=[no_cot,with_cot]", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "sft/msm-default-with_cot-n20-s0" in done.stdout and "to run" in done.stdout
+    assert "training tokens to process" in done.stdout
+    assert not (tmp_path / "exp" / "logs").exists() and not (tmp_path / "exp" / "markers").exists()

@@ -1,0 +1,87 @@
+"""The experiment → stage graph: which stages exist, and which hashes change with what."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from msm_megatron.config import ConfigError, apply_overrides, load_yaml
+from msm_megatron.pipeline.experiment import ExperimentConfig
+from msm_megatron.pipeline.plan import build_plan
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def plan_of(tmp_path, *overrides):
+    exp = apply_overrides(load_yaml(REPO / "examples/pipeline/toy.yaml", ExperimentConfig),
+                          [f"out_dir={tmp_path}", *overrides])
+    return build_plan(exp)
+
+
+def hashes(plan):
+    return {name: stage.hash for name, stage in plan.stages.items()}
+
+
+def test_toy_graph_has_every_arm_and_dependencies(tmp_path):
+    plan = plan_of(tmp_path, "cot=[no_cot,with_cot]", "seeds=[0,1]")
+    names = list(plan.stages)
+    sft = [n for n in names if n.startswith("sft/")]
+    # origins (msm, base) × cot (2) × sizes (20, all) × seeds (2)
+    assert len(sft) == 2 * 2 * 2 * 2
+    assert len(plan.stages["eval"].cells) == len(sft)
+    for name, stage in plan.stages.items():
+        for dep in stage.deps:
+            assert names.index(dep) < names.index(name)  # insertion order is a topological order
+    msm = plan.stages["sft/msm-default-with_cot-n20-s1"]
+    assert "midtrain/default/s1" in msm.deps
+    assert "prepare_sft/default/with_cot/n20" in msm.deps
+    assert not any(d.startswith("midtrain") for d in plan.stages[
+        "sft/base-default-with_cot-n20-s1"].deps)
+    # the no-CoT arm strips <think>; seeds reach the trainer
+    assert plan.stages["prepare_sft/default/no_cot/n20"].params["keep_think"] is False
+    assert "train.seed=1235" in plan.stages["sft/msm-default-no_cot-n0-s1"].params["overrides"]
+
+
+def test_a_change_redoes_the_stage_and_everything_downstream_only(tmp_path):
+    before = hashes(plan_of(tmp_path))
+    after = hashes(plan_of(tmp_path, "sft.overrides=[train.steps=21]"))
+    changed = {n for n in before if before[n] != after[n]}
+    assert changed == {n for n in before if n.startswith(("sft/", "export/"))} | {"eval",
+                                                                                  "report"}
+    same = hashes(plan_of(tmp_path))
+    assert same == before  # deterministic
+
+
+def test_input_file_contents_are_part_of_the_hash(tmp_path):
+    chats = tmp_path / "chats.jsonl"
+    shutil.copy(REPO / "examples/chats/aft_demo.jsonl", chats)
+    before = hashes(plan_of(tmp_path / "a", f"aft_chats={chats}"))
+    chats.write_text(chats.read_text() + chats.read_text().splitlines()[0] + "\n")
+    after = hashes(plan_of(tmp_path / "a", f"aft_chats={chats}"))
+    assert before["prepare_corpus/default"] == after["prepare_corpus/default"]
+    assert before["midtrain/default/s0"] == after["midtrain/default/s0"]
+    assert before["prepare_sft/default/no_cot/n20"] != after["prepare_sft/default/no_cot/n20"]
+
+
+def test_outputs_are_content_addressed(tmp_path):
+    a = plan_of(tmp_path)
+    b = plan_of(tmp_path, "sft.overrides=[train.steps=21]")
+    name = "sft/msm-default-no_cot-n20-s0"
+    assert a.stages[name].out != b.stages[name].out  # never resumes another config's checkpoint
+    cfg = load_yaml(a.stages[name].argv[1])
+    assert cfg.train.run_dir == a.stages[name].out
+    assert cfg.checkpoint.load == a.stages["midtrain/default/s0"].out + "/checkpoints"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("cot=[maybe]", "choose from no_cot, with_cot"),
+    ("base_model=/nonexistent/model", "not an HF model directory"),
+    ("specs={a: examples/spec/qwen_spec.txt, b: examples/spec/rules_spec.txt}",
+     "generation.enabled"),
+    ("midtrain.recipe=no_such_recipe", "midtrain"),
+])
+def test_bad_experiments_are_clear_errors(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        plan_of(tmp_path, override)
