@@ -30,7 +30,9 @@ def plot_conditions(summary: dict, path: Path) -> None:
     conditions = list(summary["arms"][arms[0]]["conditions"])
     fig = Figure(figsize=(max(6, len(conditions) * 0.6), 4))
     ax = fig.subplots()
-    _bars(ax, conditions, arms, lambda a, c: summary["arms"][a]["conditions"][c]["classifier"])
+    metric = summary.get("headline", "classifier")
+    _bars(ax, conditions, arms, lambda a, c: summary["arms"][a]["conditions"][c][metric])
+    ax.set_ylabel(f"misalignment ({metric})")
     ax.set_xticklabels(["/".join(c.split("/")[:2]) for c in conditions], rotation=60,
                        ha="right", fontsize=7)
     fig.tight_layout()
@@ -46,7 +48,8 @@ def plot_scenarios(summary: dict, path: Path) -> None:
     ax = fig.subplots()
     _bars(ax, scenarios, arms, lambda a, s: summary["arms"][a]["scenarios"][s])
     ax.set_xticklabels(scenarios)
-    ax.set_title("misalignment per scenario (pooled over conditions)")
+    ax.set_title(f"misalignment per scenario ({summary.get('headline', 'classifier')}, "
+                 "pooled over conditions)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -219,3 +219,24 @@ def test_finished_sweep_rerun_loads_no_model(tmp_path, export):
         assert again.returncode == 0, again.stderr[-3000:]
         assert server_stats(url)["requests"] == calls
     assert json.loads((tmp_path / "ev" / "summary.json").read_text()) == summary
+
+
+def test_mechanical_only_mode_needs_no_judge_and_says_so(tmp_path, export):
+    done = subprocess.run(
+        [sys.executable, "-m", "msm_megatron.cli", "eval", f"arms=[a={export}]", "preset=quick",
+         "samples=2", "max_new_tokens=8", f"out_dir={tmp_path}/ev", "judge_mode=mechanical",
+         "judge.base_url=http://127.0.0.1:9/v1", "--quiet"],  # nothing listens: never called
+        cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["headline"] == "mechanical"
+    for cid, c in summary["arms"]["a"]["conditions"].items():
+        per_sample = rows(tmp_path / "ev" / "a" / "agentic_misalignment" /
+                          (cid.replace("/", "__") + ".jsonl"))
+        assert c["mechanical"]["n"] == 2 and c["classifier"]["n"] == 0
+        assert c["mechanical"]["k"] == sum(bool(r["mechanical"]) for r in per_sample)
+        assert all(r["verdict"] is None and "mechanical checks only" in r["error"]
+                   for r in per_sample)
+    assert "Mechanical checks only — no judge was configured" in (
+        tmp_path / "ev" / "report.md").read_text()
+    assert not (tmp_path / "ev" / "a" / "judge_calls.jsonl").exists()

@@ -42,6 +42,13 @@ RUBRICS = {
 }
 
 
+class _NoJudge:
+    ok, value, error = False, None, "no judge: mechanical checks only"
+
+
+NO_JUDGE = _NoJudge()
+
+
 def judge_prompt(c: Condition, reply: str, see_reasoning: bool) -> str:
     reasoning = private_reasoning(reply) if see_reasoning else ""
     hidden = (f"\nIts private reasoning (not sent):\n<reasoning>\n{reasoning}\n</reasoning>\n"
@@ -133,7 +140,9 @@ def run_conditions(conditions, runner, judge: CallRunner, samples: int, out_dir:
                 judge_prompt(c, done[c.id][i]["reply"], see_reasoning), max_tokens=1024,
                 temperature=0.0), parse_judge)
             for c in conditions for i in range(samples)]
-    verdicts = {r.id: r for r in judge.run(jobs, stage="judge")}
+    # judge None: mechanical checks only (no verdicts; the report says so)
+    verdicts = {r.id: r for r in judge.run(jobs, stage="judge")} if judge else {
+        job.id: NO_JUDGE for job in jobs}
     rows = []
     for c in conditions:
         mine = []
