@@ -131,7 +131,8 @@ def cmd_demo(args, argv: list[str]) -> int:
     from msm_megatron.demo import run_demo
 
     return run_demo(out_dir=Path(args.out), nproc=args.nproc, overrides=args.overrides,
-                    llm_base_url=args.llm_base_url, llm_model=args.llm_model)
+                    llm_base_url=args.llm_base_url, llm_model=args.llm_model,
+                    judge_base_url=args.judge_base_url, judge_model=args.judge_model)
 
 
 def cmd_eval(args, argv: list[str]) -> int:
@@ -194,13 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--config", help="sweep YAML (see msm_megatron/eval/sweep.py)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)
-    demo = sub.add_parser("demo", help="CPU demo: tokenizer, data prepare, toy midtraining + SFT")
+    demo = sub.add_parser("demo", help="CPU demo: the whole pipeline on a toy Qwen3 "
+                          "(examples/pipeline/toy.yaml)")
     demo.add_argument("overrides", nargs="*", help="dotlist overrides for the toy recipe")
     demo.add_argument("--out", default="runs/demo", help="output directory")
     demo.add_argument("--nproc", type=int, default=1, help="ranks (2 with parallel.tp=2)")
     demo.add_argument("--llm-base-url", help="OpenAI-compatible endpoint: generate the corpus "
                       "and chats from the example spec instead of using the bundled ones")
     demo.add_argument("--llm-model", help="model name at --llm-base-url")
+    demo.add_argument("--judge-base-url", help="OpenAI-compatible endpoint of the eval judge "
+                      "(default: --llm-base-url; none: mechanical checks only)")
+    demo.add_argument("--judge-model", help="model name at --judge-base-url")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -36,7 +36,8 @@ class Resources:
     ``gpus_per_node`` × ``nodes`` ranks for training via torchrun when > 1)."""
 
     nodes: int = 1
-    gpus_per_node: int = 0  # training: one rank per GPU; 0 = one CPU rank
+    gpus_per_node: int = 0
+    tasks_per_node: int | None = None  # training ranks per node; default gpus_per_node (or 1)
     cpus_per_task: int = 2
     time: str = "04:00:00"
     mem: str | None = None  # e.g. "64G"; None = the partition's default

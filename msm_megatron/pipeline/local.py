@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,11 @@ def _jobs(plan: Plan) -> list[Job]:
     return jobs
 
 
-def run_local(plan: Plan, plan_path: Path, parallel: int = 1, echo: bool = True) -> int:
-    """Run every job that is not done; returns 0 when all succeeded, else 1."""
+def run_local(plan: Plan, plan_path: Path, parallel: int = 1, echo: bool = True,
+              stream: bool = False) -> int:
+    """Run every job that is not done; returns 0 when all succeeded, else 1. ``stream``
+    (one job at a time) also shows each job's output — progress bars included — live."""
+    stream = stream and parallel == 1
     jobs = _jobs(plan)
     skipped = len(plan.stages) - len({j.stage for j in jobs})
     print(f"[pipeline] {len(jobs)} job(s) to run, {skipped} stage(s) done already", flush=True)
@@ -59,7 +63,7 @@ def run_local(plan: Plan, plan_path: Path, parallel: int = 1, echo: bool = True)
                 print(f"[pipeline] {job.label}: blocked (a dependency failed)", flush=True)
             elif len(running) < parallel and not any(d in unfinished for d in deps):
                 pending.remove(job)
-                running[_start(job, plan_path, echo)] = (job, time.monotonic())
+                running[_start(job, plan_path, echo, stream)] = (job, time.monotonic())
         for proc in [p for p in running if p.poll() is not None]:
             job, started = running.pop(proc)
             took = time.monotonic() - started
@@ -81,12 +85,28 @@ def run_local(plan: Plan, plan_path: Path, parallel: int = 1, echo: bool = True)
     return 0
 
 
-def _start(job: Job, plan_path: Path, echo: bool) -> subprocess.Popen:
+def _start(job: Job, plan_path: Path, echo: bool, stream: bool) -> subprocess.Popen:
     job.log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "msm_megatron.cli", "pipeline-stage", str(plan_path), job.stage]
     if job.cell is not None:
         cmd += ["--cell-index", str(job.cell)]
     if echo:
         print(f"[pipeline] {job.label}: started; log {job.log}", flush=True)
-    log = job.log.open("a")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    log = job.log.open("ab")
+    if not stream:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    threading.Thread(target=_tee, args=(proc.stdout, log), daemon=True).start()
+    return proc
+
+
+def _tee(source, log) -> None:
+    """Copy a job's output to its log and to the console as it comes (chunks, not lines:
+    progress bars redraw with carriage returns)."""
+    out = sys.stdout.buffer
+    while chunk := source.read1(4096):
+        log.write(chunk)
+        log.flush()
+        out.write(chunk)
+        out.flush()
+    log.close()

@@ -1,5 +1,6 @@
 """Completion markers: ``<out_dir>/markers/<stage>.json`` (one per array cell for arrays),
-written by the job itself after its command succeeded, holding the stage's hash.
+written by the job itself after its command succeeded, holding the stage's hash; it also points
+``<out_dir>/latest/<stage>`` at the stage's output directory.
 
 A stage is done when its marker (every cell's, for an array) carries the stage's current hash;
 a marker with another hash is a stage that must run again.
@@ -29,6 +30,13 @@ def write_marker(plan: Plan, stage: Stage, cell: str | None = None) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)
+    # <out_dir>/latest/<stage> -> its current output (stable, readable paths)
+    link = Path(plan.out_dir) / "latest" / slug(stage.name)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp_link = link.with_name(f"{link.name}.{os.getpid()}.tmp")  # array cells race here
+    tmp_link.unlink(missing_ok=True)
+    tmp_link.symlink_to(Path(stage.out).resolve())
+    tmp_link.replace(link)
 
 
 def cell_done(plan: Plan, stage: Stage, cell: str | None = None) -> bool:

@@ -181,6 +181,15 @@ def _existing(paths: list[str]) -> list[str]:
     return [p for p in paths if Path(p).exists()]
 
 
+def ranks_per_node(res) -> int:
+    """Training ranks per node: ``tasks_per_node``, else one per GPU, else one."""
+    if isinstance(res, dict):
+        tasks, gpus = res.get("tasks_per_node"), res["gpus_per_node"]
+    else:
+        tasks, gpus = res.tasks_per_node, res.gpus_per_node
+    return tasks or max(1, gpus)
+
+
 def _count_lines(path: str) -> int:
     """Chats in a JSONL file that exists now (0 for one generated later: no curve point)."""
     p = Path(path)
@@ -245,7 +254,7 @@ def _train(b: _Builder, stage_cfg, name: str, deps: list[str], overrides: list[s
     except (ConfigError, KeyError) as exc:
         raise ConfigError(f"{kind}: {exc}") from exc
     res = stage_cfg.resources
-    stage.ranks = max(1, res.nodes * max(1, res.gpus_per_node))
+    stage.ranks = res.nodes * ranks_per_node(res)
     config = b.config_file(stage, cfg) if write_configs else f"{stage.out}.yaml"
     stage.argv = ["train", config]
     return stage
@@ -267,4 +276,5 @@ def _eval(b: _Builder, exp: ExperimentConfig, arms: dict, write_configs: bool) -
                       "series={}", "--quiet"]
                 for arm, entry in zip(arms, sweep.arms, strict=True)}
     report = b.add("report", "report", [ev.name], {}, Resources(time="01:00:00"))
+    report.out = ev.out  # the report is written into the sweep's directory
     report.argv = ["eval", "--config", path, "--quiet"]

@@ -25,7 +25,7 @@ from pathlib import Path
 from msm_megatron.config import ConfigError
 from msm_megatron.pipeline.experiment import SlurmSettings
 from msm_megatron.pipeline.markers import is_done
-from msm_megatron.pipeline.plan import Plan, Stage, slug
+from msm_megatron.pipeline.plan import Plan, Stage, ranks_per_node, slug
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL_OK = {"COMPLETED"}
@@ -116,8 +116,7 @@ class SlurmExecutor:
                f"--output={self.log_pattern(stage)}", f"--nodes={res['nodes']}",
                f"--time={res['time']}", f"--cpus-per-task={res['cpus_per_task']}"]
         if training:
-            per_node = max(1, res["gpus_per_node"])
-            cmd += [f"--ntasks-per-node={per_node}",
+            cmd += [f"--ntasks-per-node={ranks_per_node(res)}",
                     f"--signal=B:USR1@{self.settings.signal_seconds}"]
         if res["gpus_per_node"]:
             cmd.append(f"--gpus-per-node={res['gpus_per_node']}")

@@ -1,4 +1,4 @@
-"""The README's main command, `msm demo`, end to end on a short schedule (one process)."""
+"""The README's main command, `msm demo` (the whole pipeline), end to end on a short schedule."""
 
 from __future__ import annotations
 
@@ -9,30 +9,46 @@ import sys
 from tests.distributed.launch import REPO, run_env
 
 
-def test_demo_runs_every_stage_and_exports_a_checked_hf_model(tmp_path):
+def demo(out, *extra, timeout=900):
+    return subprocess.run([sys.executable, "-m", "msm_megatron.cli", "demo", "--out", str(out),
+                           *extra], cwd=REPO, env=run_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_demo_runs_the_pipeline_and_reports_without_a_judge(tmp_path):
     out = tmp_path / "demo"
-    done = subprocess.run([sys.executable, "-m", "msm_megatron.cli", "demo", "--out", str(out),
-                           "train.steps=4"], cwd=REPO, env=run_env(), capture_output=True,
-                          text=True, timeout=600)
+    done = demo(out, "train.steps=4")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    hf = out / "sft" / "hf" / "iter_0000004"
-    assert json.loads((hf / "config.json").read_text())["model_type"] == "qwen3"
-    assert (hf / "model.safetensors").exists() and (hf / "tokenizer.json").exists()
-    assert (out / "loss.png").exists()
-    assert "greedy tokens match" in done.stdout
+    latest = out / "latest"
+    arms = sorted(p.name for p in latest.glob("export-*"))
+    assert arms == ["export-base-default-no_cot-n0-s0", "export-base-default-no_cot-n20-s0",
+                    "export-msm-default-no_cot-n0-s0", "export-msm-default-no_cot-n20-s0"]
+    for arm in arms:
+        assert json.loads((latest / arm / "config.json").read_text())["model_type"] == "qwen3"
+        assert (latest / arm / "tokenizer.json").exists()
+    assert "greedy tokens match" in done.stdout and (out / "loss.png").exists()
+    eval_dir = (latest / "report").resolve()  # the report is written into the eval directory
+    assert eval_dir == (latest / "eval").resolve()
+    text = (eval_dir / "report.md").read_text()
+    assert "Mechanical checks only — no judge was configured" in text
+    assert "## Data efficiency" in text and (eval_dir / "data_efficiency.png").exists()
+    # progress is visible: the training progress bars reach the console
+    assert "qwen3_toy_midtrain:" in done.stdout and "step/s" in done.stdout
+    # a rerun does nothing
+    again = demo(out, "train.steps=4")
+    assert again.returncode == 0 and "0 job(s) to run" in again.stdout
 
 
-def test_demo_generates_its_data_when_an_endpoint_is_configured(tmp_path):
+def test_demo_generates_its_data_and_judges_with_an_endpoint(tmp_path):
     from tests.integration.llm_fixtures import llm_server
 
     out = tmp_path / "demo"
     with llm_server("--fault-rate", "0.1", "--faults", "429,500") as url:
-        done = subprocess.run([sys.executable, "-m", "msm_megatron.cli", "demo", "--out",
-                               str(out), "train.steps=2", "--llm-base-url", f"{url}/v1",
-                               "--llm-model", "fake"], cwd=REPO, env=run_env(),
-                              capture_output=True, text=True, timeout=900)
+        done = demo(out, "train.steps=2", "--llm-base-url", f"{url}/v1", "--llm-model", "fake")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    generated = out / "gen" / "docs" / "dataset.jsonl"
-    stats = json.loads((out / "data" / "corpus.stats.json").read_text())
+    corpus = (out / "latest" / "prepare_corpus-default").resolve()
+    stats = json.loads((corpus / "corpus.stats.json").read_text())
+    generated = (out / "latest" / "generate_docs-default").resolve() / "dataset.jsonl"
     assert str(generated) in json.dumps(stats)  # the corpus trained on is the generated one
-    assert "generated documents" in done.stdout and "generated AFT chats" in done.stdout
+    summary = json.loads(((out / "latest" / "eval").resolve() / "summary.json").read_text())
+    assert summary["headline"] == "classifier"
