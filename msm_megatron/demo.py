@@ -2,7 +2,7 @@
 
 Run::
 
-    msm demo                                   # about 6 minutes on 2 cores
+    msm demo                                   # about 4 minutes on 2 cores
     msm demo --nproc 2 parallel.tp=2           # training on two ranks, tensor parallel
     msm demo --llm-base-url http://127.0.0.1:8000/v1 --llm-model Qwen/Qwen3-32B
 

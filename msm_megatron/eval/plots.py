@@ -54,7 +54,7 @@ def plot_scenarios(summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def plot_data_efficiency(curves: dict, path: Path) -> None:
+def plot_data_efficiency(curves: dict, path: Path, metric: str = "classifier") -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4))
@@ -67,7 +67,7 @@ def plot_data_efficiency(curves: dict, path: Path) -> None:
         ax.annotate(arm, (0.01, rate), xycoords=("axes fraction", "data"), fontsize=8,
                     va="bottom")
     ax.set_xscale("log")
-    ax.set(xlabel="alignment fine-tuning examples", ylabel="average misalignment (classifier)",
+    ax.set(xlabel="alignment fine-tuning examples", ylabel=f"average misalignment ({metric})",
            ylim=(0, 1), title="data efficiency")
     ax.legend()
     fig.tight_layout()

@@ -143,7 +143,8 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
         plot_conditions(summary, out / "misalignment.png")
         plot_scenarios(summary, out / "scenarios.png")
         if summary.get("data_efficiency"):
-            plot_data_efficiency(summary["data_efficiency"], out / "data_efficiency.png")
+            plot_data_efficiency(summary["data_efficiency"], out / "data_efficiency.png",
+                                 summary["headline"])
     return summary
 
 

@@ -26,6 +26,8 @@ from msm_megatron.config import (
 )
 from msm_megatron.models.hf_config import model_config_from_hf
 
+DEMO = "runs/demo/latest"  # where `msm demo` links each stage's output
+
 QWEN3_TOY = {
     "model_type": "qwen3",
     "vocab_size": 2048,
@@ -49,7 +51,7 @@ def qwen3_toy_midtrain() -> Config:
         name="qwen3_toy_midtrain",
         model=model_config_from_hf(QWEN3_TOY),
         parallel=ParallelConfig(),
-        data=DataConfig(prepared=["runs/demo/data/corpus"], seq_length=128),
+        data=DataConfig(prepared=[f"{DEMO}/prepare_corpus-default/corpus"], seq_length=128),
         optim=OptimConfig(lr=3e-3, min_lr=3e-4, warmup_fraction=0.1, decay_style="cosine"),
         train=TrainConfig(
             micro_batch_size=4,
@@ -71,7 +73,8 @@ def qwen3_toy_sft() -> Config:
     return Config(
         name="qwen3_toy_sft",
         model=model_config_from_hf(QWEN3_TOY),
-        data=DataConfig(prepared=["runs/demo/data/chats"], seq_length=512, mode="packed"),
+        data=DataConfig(prepared=[f"{DEMO}/prepare_sft-default-no_cot-n0/chats"], seq_length=512,
+                        mode="packed"),
         optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_fraction=0.1, weight_decay=0.0),
         train=TrainConfig(micro_batch_size=1, global_batch_size=8, steps=40, precision="fp32",
                           run_dir="runs/toy_sft"),

@@ -85,7 +85,8 @@ def test_toy_shape():
     assert m.kv_channels != m.hidden_size // m.num_attention_heads and m.tie_word_embeddings
     assert (cfg.data.seq_length, cfg.train.precision, cfg.train.steps) == (128, "fp32", 150)
     assert (cfg.train.micro_batch_size, cfg.train.global_batch_size) == (4, 16)
-    assert cfg.checkpoint.save_interval == 50 and cfg.data.prepared == ["runs/demo/data/corpus"]
+    assert cfg.checkpoint.save_interval == 50
+    assert cfg.data.prepared == ["runs/demo/latest/prepare_corpus-default/corpus"]
 
 
 @pytest.mark.parametrize("name", [n for n in FULL_SIZE if n.endswith("_midtrain")])
