@@ -60,6 +60,11 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 class SlurmExecutor:
     def __init__(self, plan: Plan, plan_path: Path, settings: SlurmSettings):
+        import shutil
+
+        if shutil.which("sbatch") is None:
+            raise ConfigError("--executor slurm needs sbatch on PATH: run it on the cluster's "
+                              "login node (or use the local executor)")
         self.plan, self.plan_path, self.settings = plan, plan_path, settings
         self.env_file = cluster_env_file(settings.cluster)
         self.ledger_path = Path(plan.out_dir) / "pipeline" / "slurm_jobs.json"

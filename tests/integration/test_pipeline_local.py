@@ -48,3 +48,15 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     assert "sft/msm-default-with_cot-n20-s0" in done.stdout and "to run" in done.stdout
     assert "training tokens to process" in done.stdout
     assert not (tmp_path / "exp" / "logs").exists() and not (tmp_path / "exp" / "markers").exists()
+
+
+def test_slurm_executor_without_slurm_is_a_clear_error(tmp_path):
+    import os
+
+    env = run_env()
+    env["PATH"] = os.path.dirname(sys.executable)  # python only: no sbatch
+    done = subprocess.run(
+        [sys.executable, "-m", "msm_megatron.cli", "pipeline", "examples/pipeline/toy.yaml",
+         f"out_dir={tmp_path}", "--executor", "slurm"], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "needs sbatch on PATH" in done.stderr, done.stderr[-2000:]
