@@ -163,18 +163,31 @@ def _plot_lengths(lengths: list[int], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def preview(cfg: DocsGenConfig, spec: Spec) -> str:
-    """Projected counts and cost, before anything is spent (no requests)."""
-    d, b = cfg.docs, cfg.backend
+def estimate(cfg: DocsGenConfig, spec: Spec) -> dict[str, list[int]]:
+    """(low, high) projections of a docs run: domains, subdomains, documents, LLM calls, input
+    and output tokens (no requests; ≈4 characters per token for the spec)."""
+    d = cfg.docs
     low, high = (d.domains, d.domains) if d.domains else (3, 8)
     subs = [n * d.subdomains_per_domain for n in (low, high)]
     docs = [n * d.doc_types * d.ideas_per_type for n in subs]
-    spec_tokens = len(spec.text) // 4  # ≈4 characters per token for English text
-    calls = [1 + n + 2 * s + s * d.doc_types + k for n, s, k in zip((low, high), subs, docs,
-                                                                    strict=True)]
-    tokens_in = [k * (spec_tokens + 600) + s * 2 * (spec_tokens + 400)
-                 for s, k in zip(subs, docs, strict=True)]
-    tokens_out = [k * d.expected_doc_tokens for k in docs]
+    spec_tokens = len(spec.text) // 4
+    return {
+        "domains": [low, high], "subdomains": subs, "documents": docs,
+        "calls": [1 + n + 2 * s + s * d.doc_types + k
+                  for n, s, k in zip((low, high), subs, docs, strict=True)],
+        "tokens_in": [k * (spec_tokens + 600) + s * 2 * (spec_tokens + 400)
+                      for s, k in zip(subs, docs, strict=True)],
+        "tokens_out": [k * d.expected_doc_tokens for k in docs],
+    }
+
+
+def preview(cfg: DocsGenConfig, spec: Spec) -> str:
+    """Projected counts and cost, before anything is spent (no requests)."""
+    d, b = cfg.docs, cfg.backend
+    est = estimate(cfg, spec)
+    (low, high), subs, docs = est["domains"], est["subdomains"], est["documents"]
+    calls, tokens_in, tokens_out = est["calls"], est["tokens_in"], est["tokens_out"]
+    spec_tokens = len(spec.text) // 4
     cost = [(i * b.usd_per_mtok_in + o * b.usd_per_mtok_out) / 1e6
             for i, o in zip(tokens_in, tokens_out, strict=True)]
     rng = "{:,} – {:,}".format

@@ -77,7 +77,24 @@ def format_plan(plan, executor: str) -> str:
                      f"{tokens or '':>13}")
     lines += ["", f"{todo} of {len(plan.stages)} stages to run; "
               f"{total_tokens:,} training tokens to process"]
+    lines += [_generation_estimate(s) for s in plan.order()
+              if s.kind == "generate_docs" and not is_done(plan, s)]
     return "\n".join(lines)
+
+
+def _generation_estimate(stage) -> str:
+    """The docs stage's projected documents, LLM calls and tokens (``msm generate --preview``)."""
+    from msm_megatron.generate.config import DocsGenConfig
+    from msm_megatron.generate.docs import estimate
+    from msm_megatron.spec import load_spec
+
+    spec_path, overrides = stage.argv[2], [a for a in stage.argv[3:] if "=" in a]
+    cfg = apply_overrides(DocsGenConfig(), overrides)
+    est = estimate(cfg, load_spec(spec_path, cfg.docs.model_name, cfg.docs.provider_name))
+    rng = "{:,} – {:,}".format
+    return (f"{stage.name}: ≈ {rng(*est['documents'])} documents, {rng(*est['calls'])} LLM "
+            f"calls, input ≈ {rng(*est['tokens_in'])} tokens, output ≈ "
+            f"{rng(*est['tokens_out'])} tokens (chats not included)")
 
 
 def _train_tokens(stage) -> int:

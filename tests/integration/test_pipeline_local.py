@@ -50,6 +50,22 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     assert not (tmp_path / "exp" / "logs").exists() and not (tmp_path / "exp" / "markers").exists()
 
 
+def test_dry_run_estimates_generation_like_the_preview(tmp_path):
+    from msm_megatron.generate.config import DocsGenConfig
+    from msm_megatron.generate.docs import preview
+    from msm_megatron.spec import load_spec
+
+    done = pipeline(tmp_path / "exp", "generation.enabled=true", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    cfg = DocsGenConfig()
+    calls = next(line for line in preview(cfg, load_spec(
+        REPO / "examples/spec/qwen_spec.txt", cfg.docs.model_name, cfg.docs.provider_name)
+    ).splitlines() if line.startswith("LLM calls"))
+    want = calls.split("≈ ")[1].split(";")[0]  # e.g. "6,268 – 16,713"
+    line = next(x for x in done.stdout.splitlines() if x.startswith("generate_docs/default:"))
+    assert f"{want} LLM calls" in line
+
+
 def test_slurm_executor_without_slurm_is_a_clear_error(tmp_path):
     import os
 
