@@ -101,14 +101,9 @@ def run_demo(out_dir: Path, nproc: int = 1, overrides: list[str] | None = None,
                 f"SFT {arm} (packed, assistant-only)": Path(stages[f"sft/{arm}"].out)},
                out_dir / "loss.png")
     code = check_export(Path(stages[f"export/{arm}"].out), Path(stages[f"sft/{arm}"].out))
-    report = Path(stages["report"].argv[2]) if "report" in stages else None
-    if report is not None:
-        from msm_megatron.config import load_yaml as load
-        from msm_megatron.eval.sweep import EvalSweepConfig
-
-        eval_dir = Path(load(report, EvalSweepConfig).out_dir)
-        print(f"[demo] eval report: {eval_dir / 'report.md'} (plots: misalignment.png, "
-              "scenarios.png, data_efficiency.png)")
+    if "report" in stages:  # written into the eval sweep's directory
+        print(f"[demo] eval report: {Path(stages['report'].out) / 'report.md'} (plots: "
+              "misalignment.png, scenarios.png, data_efficiency.png)")
     print(f"[demo] every stage's output: {out_dir / 'latest'}")
     return code
 

@@ -119,7 +119,7 @@ class _Builder:
         return str(path)
 
 
-def build_plan(exp: ExperimentConfig, write_configs: bool = True) -> Plan:
+def build_plan(exp: ExperimentConfig) -> Plan:
     """Expand ``exp`` into stages (writing the resolved configs they run)."""
     _check(exp)
     b = _Builder(exp)
@@ -142,8 +142,7 @@ def build_plan(exp: ExperimentConfig, write_configs: bool = True) -> Plan:
                 sft_data[cot, size] = s
         for seed in exp.seeds:
             mid = _train(b, exp.midtrain, f"midtrain/{variant}/s{seed}", [prep.name],
-                         [f"data.prepared=[{prep.out}/corpus]", *_seeded(seed), *base_load],
-                         write_configs)
+                         [f"data.prepared=[{prep.out}/corpus]", *_seeded(seed), *base_load])
             starts = [("msm", mid, [f"checkpoint.load={mid.out}/checkpoints"])]
             if exp.baseline:
                 starts.append(("base", None, base_load))
@@ -152,14 +151,13 @@ def build_plan(exp: ExperimentConfig, write_configs: bool = True) -> Plan:
                     arm = f"{origin}-{variant}-{cot}-n{size}-s{seed}"
                     deps = [data.name, *([parent.name] if parent else base_deps)]
                     sft = _train(b, exp.sft, f"sft/{arm}", deps,
-                                 [f"data.prepared=[{data.out}/chats]", *_seeded(seed), *load],
-                                 write_configs)
+                                 [f"data.prepared=[{data.out}/chats]", *_seeded(seed), *load])
                     export = b.add(f"export/{arm}", "export", [sft.name], {"tokenizer": tok})
                     export.argv = ["convert", "export", sft.out, "--out", export.out,
                                    "--hf-assets", tok, "--quiet"]
                     arms[arm] = (export, f"{origin}-{cot}", size or _count_lines(chats))
     if exp.eval.enabled:
-        _eval(b, exp, arms, write_configs)
+        _eval(b, exp, arms)
     return Plan(exp.name, exp.out_dir, b.stages)
 
 
@@ -240,8 +238,7 @@ def _dotlist(prefix: str, values: dict) -> list[str]:
     return [f"{prefix}.{k}={'null' if v is None else v}" for k, v in values.items()]
 
 
-def _train(b: _Builder, stage_cfg, name: str, deps: list[str], overrides: list[str],
-           write_configs: bool) -> Stage:
+def _train(b: _Builder, stage_cfg, name: str, deps: list[str], overrides: list[str]) -> Stage:
     from msm_megatron.recipes import get_recipe
 
     kind = name.split("/")[0]
@@ -255,12 +252,12 @@ def _train(b: _Builder, stage_cfg, name: str, deps: list[str], overrides: list[s
         raise ConfigError(f"{kind}: {exc}") from exc
     res = stage_cfg.resources
     stage.ranks = res.nodes * ranks_per_node(res)
-    config = b.config_file(stage, cfg) if write_configs else f"{stage.out}.yaml"
+    config = b.config_file(stage, cfg)
     stage.argv = ["train", config]
     return stage
 
 
-def _eval(b: _Builder, exp: ExperimentConfig, arms: dict, write_configs: bool) -> None:
+def _eval(b: _Builder, exp: ExperimentConfig, arms: dict) -> None:
     from msm_megatron.eval.sweep import EvalSweepConfig
 
     exports = [stage.name for stage, _, _ in arms.values()]
@@ -270,7 +267,7 @@ def _eval(b: _Builder, exp: ExperimentConfig, arms: dict, write_configs: bool) -
     sweep.arms = [f"{arm}={stage.out}" for arm, (stage, _, _) in arms.items()]
     sweep.series = {arm: series for arm, (_, series, _) in arms.items()}
     sweep.aft_examples = {arm: size for arm, (_, _, size) in arms.items() if size}
-    path = b.config_file(ev, sweep) if write_configs else f"{ev.out}.yaml"
+    path = b.config_file(ev, sweep)
     # one array task per arm; the curve metadata belongs to the all-arms report below
     ev.cells = {arm: ["eval", "--config", path, f"arms=[{entry}]", "aft_examples={}",
                       "series={}", "--quiet"]
