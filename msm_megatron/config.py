@@ -128,6 +128,8 @@ class TrainConfig:
     seed: int = 1234
     run_dir: str = "runs/default"
     spec: Literal["auto", "local", "te"] = "auto"
+    # Core attention of the local (non-TE) spec; see msm_megatron/models/attention.py.
+    attention: Literal["auto", "unfused", "sdpa", "varlen", "flex"] = "auto"
 
 
 @dataclass(kw_only=True, slots=True)

@@ -91,17 +91,24 @@ def transformer_config(cfg: Config):
 def layer_spec(cfg: Config):
     """The transformer-layer spec: TE when available (and allowed), local otherwise.
 
-    The local spec's core attention is :class:`~msm_megatron.models.attention.
-    PackedDotProductAttention` (Megatron's, plus THD packed sequences).
+    The local spec's core attention is :class:`~msm_megatron.models.attention.CoreAttention`
+    running ``train.attention`` (unfused reference, SDPA-flash, varlen or flex; packed-aware).
+    TE's own fused attention serves the TE spec.
     """
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     if use_te_spec(cfg):
+        if cfg.train.attention != "auto":
+            raise ConfigError(
+                f"train.attention={cfg.train.attention} selects the local spec's kernel, but "
+                "this run uses Transformer Engine's fused attention (train.spec="
+                f"{cfg.train.spec}); set train.attention=auto or train.spec=local")
         return specs.get_gpt_layer_with_transformer_engine_spec(qk_layernorm=cfg.model.qk_norm)
-    from msm_megatron.models.attention import PackedDotProductAttention
+    from msm_megatron.models.attention import core_attention_builder
 
     spec = specs.get_gpt_layer_local_spec(qk_layernorm=cfg.model.qk_norm, normalization="RMSNorm")
-    spec.submodules.self_attention.submodules.core_attention = PackedDotProductAttention
+    spec.submodules.self_attention.submodules.core_attention = core_attention_builder(
+        cfg.train.attention)
     return spec
 
 

@@ -4,6 +4,10 @@ Same initial weights, same (input, label) pairs per step; packed rows at PP=1, P
 pipeline stage must get the sequence boundaries) and TP=2 must reproduce the per-step losses and
 grad norms of the one-document-per-sample run (fp32, CPU; tolerances in
 ``launch.assert_same_trajectory``: loss ≤ 1e-6, grad norm ≤ 5e-6 relative).
+
+The reference runs Megatron's unfused attention; the ``sdpa`` cases run the same model with
+``train.attention=sdpa`` (packed: masked SDPA; one document per sample: causal SDPA), so the fast
+kernels are checked inside the real model too.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ def separate(toy_config, tmp_path_factory):
 
 
 @pytest.mark.parametrize("layout,nproc", [([], 1), (["parallel.pp=2"], 2),
-                                          (["parallel.tp=2"], 2)], ids=["pp1", "pp2", "tp2"])
+                                          (["parallel.tp=2"], 2), (["train.attention=sdpa"], 1)],
+                         ids=["pp1", "pp2", "tp2", "sdpa"])
 def test_packed_rows_match_separate_documents(separate, toy_config, tmp_path, layout, nproc):
     common, ref = separate
     packed_train("packed", toy_config, [f"train.run_dir={tmp_path / 'run'}", *common, *layout],
@@ -40,3 +45,10 @@ def test_packed_rows_match_separate_documents(separate, toy_config, tmp_path, la
     got = metrics(tmp_path / "run")
     assert sorted(ref) == [1, 2, 3, 4]
     assert_same_trajectory(got, ref, layout)
+
+
+def test_sdpa_on_plain_batches_matches_unfused(separate, toy_config, tmp_path):
+    common, ref = separate
+    packed_train("separate", toy_config, [f"train.run_dir={tmp_path / 'run'}", *common,
+                                          "train.attention=sdpa"], 1, tmp_path / "run.log")
+    assert_same_trajectory(metrics(tmp_path / "run"), ref, ["train.attention=sdpa"])
