@@ -286,6 +286,7 @@ class CoreAttention(DotProductAttention):
             else:
                 key, value = _expand_kv(key, self._groups, 1), _expand_kv(value, self._groups, 1)
         cu = cu.to(device=query.device, dtype=torch.int32)
+        query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
         out = fn(query, key, value, cu, cu, int(max_seqlen), int(max_seqlen), **kwargs)
         return out.reshape(query.size(0), -1)
 

@@ -77,7 +77,11 @@ def transformer_config(cfg: Config):
         virtual_pipeline_model_parallel_size=p.vpp, context_parallel_size=p.cp,
         sequence_parallel=p.sequence_parallel, params_dtype=dtype, pipeline_dtype=dtype,
         bf16=t.precision == "bf16", fp16=t.precision == "fp16", use_cpu_initialization=on_cpu,
-        bias_dropout_fusion=False, apply_rope_fusion=False, masked_softmax_fusion=not on_cpu,
+        bias_dropout_fusion=False, apply_rope_fusion=False,
+        # Megatron's fused softmax needs Megatron-LM's compiled `scaled_*_softmax_cuda` kernels
+        # (not in megatron-core) and, for causal masks, ignores the attention mask — which would
+        # let packed documents attend to each other. Fast attention is CoreAttention's job.
+        masked_softmax_fusion=False,
         gradient_accumulation_fusion=False, persist_layer_norm=False,
         cross_entropy_loss_fusion=False, calculate_per_token_loss=True,
         # gloo matches same-peer messages in posting order, so Megatron's batched P2P (which posts
