@@ -56,9 +56,9 @@ MODELS = {
              "head_dim": 16},
 }
 ROWS = [  # (row, model) in priority order: the driver stops starting rows at the deadline
-    ("ours", "0.6b"), ("hf", "0.6b"), ("kernels", "0.6b"), ("ours", "1.7b"), ("hf", "1.7b"),
-    ("ours_sft", "0.6b"), ("hf_sft", "0.6b"), ("unfused", "0.6b"), ("unfused", "1.7b"),
-    ("ours_sft", "1.7b"), ("hf_sft", "1.7b"),
+    ("ours", "0.6b"), ("hf", "0.6b"), ("ours", "1.7b"), ("hf", "1.7b"), ("ours_sft", "0.6b"),
+    ("hf_sft", "0.6b"), ("unfused", "0.6b"), ("kernels", "0.6b"), ("ours_sft", "1.7b"),
+    ("unfused", "1.7b"), ("hf_sft", "1.7b"),
 ]
 SMOKE_ROWS = [("kernels", "tiny"), ("ours", "tiny"), ("unfused", "tiny"), ("hf", "tiny"),
               ("ours_sft", "tiny"), ("hf_sft", "tiny")]
@@ -141,11 +141,33 @@ def _timed(step, warmup: int, steps: int, device: str) -> tuple[float, float]:
     for _ in range(warmup):
         loss = step()
     sync()
+    if os.environ.get("MSM_BENCH_PROFILE"):
+        _profile(step, device)
     start = time.perf_counter()
     for _ in range(steps):
         loss = step()
     sync()
     return (time.perf_counter() - start) / steps, loss
+
+
+def _profile(step, device) -> None:
+    """One profiled step: top operators by device and by CPU time, and the GPU-busy fraction."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    events = prof.key_averages()
+    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    print(events.table(sort_by=sort, row_limit=22, max_name_column_width=60), file=sys.stderr)
+    print(events.table(sort_by="cpu_time_total", row_limit=12, max_name_column_width=60),
+          file=sys.stderr)
+    busy = sum(e.self_device_time_total for e in events) / 1e6 if device == "cuda" else 0
+    print(f"PROFILE wall {wall * 1e3:.1f} ms, device busy {busy * 1e3:.1f} ms", file=sys.stderr)
 
 
 def run_ours(model, rows, seq, attention, args, device) -> dict:
@@ -277,7 +299,7 @@ def run_kernels(model: str, seq: int, args, device) -> dict:
     weight = torch.randn(seq, heads * dim, generator=g, device=device)
 
     def fwd_bwd(kernel, half):
-        inputs = [x.to(dtype if half else torch.float32).requires_grad_() for x in base]
+        inputs = [x.detach().to(dtype if half else torch.float32).requires_grad_() for x in base]
         out = module(kernel, half)(*inputs, None, packed_seq_params=params)
         (out.float() * weight).sum().backward()
         return out.float(), [x.grad.float() for x in inputs]

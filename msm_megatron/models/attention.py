@@ -25,8 +25,17 @@ has neither); on CPU the unfused reference, which the equivalence tests are buil
 compares each with the unfused reference); GPTModel's THD path (per-sequence rotary positions from
 ``cu_seqlens``) runs unchanged, so packed training equals training each sequence on its own.
 
-With Transformer Engine the TE spec's fused attention handles ``cu_seqlens`` itself and this
-module is not used.
+**Rotary embeddings live here too** (local spec only: GPTModel is built with
+``position_embedding_type="none"``). Megatron's THD rotary path applies RoPE one packed sequence at
+a time, with ``.tolist()``/``.item()`` host syncs — about 36 kernel launches per sequence per layer,
+which on an H100 made a 0.6B model CPU-bound (GPU busy ≈ 40% of the step). Here the per-token
+position (restarting at each ``cu_seqlens`` boundary) indexes Megatron's own frequency table
+(``RotaryEmbedding.get_emb``, so Llama-3 scaling and the base are Megatron's), cos/sin are built
+once per micro-batch, and every layer applies Megatron's formula
+(``x·cos + rotate_half(x)·sin``) in one shot, without host syncs.
+
+With Transformer Engine the TE spec's fused attention (and TE's fused THD RoPE) handle
+``cu_seqlens`` themselves and this module is not used.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from __future__ import annotations
 import functools
 import inspect
 import weakref
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -106,12 +116,18 @@ def resolve_kernel(requested: str, device_type: str, packed: bool) -> str:
 
 
 def document_ids(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
-    """Sequence index of each of ``total`` tokens; tokens past ``cu_seqlens[-1]`` form one more."""
+    """Sequence index of each of ``total`` tokens; tokens past ``cu_seqlens[-1]`` form one more.
+
+    ``searchsorted`` on the device: no host sync (``repeat_interleave`` would need one).
+    """
     cu = cu_seqlens.to(torch.long)
-    lengths = torch.diff(cu)
-    if int(cu[-1]) < total:
-        lengths = torch.cat([lengths, lengths.new_tensor([total - int(cu[-1])])])
-    return torch.repeat_interleave(torch.arange(len(lengths), device=cu.device), lengths)
+    return torch.searchsorted(cu, torch.arange(total, device=cu.device), right=True) - 1
+
+
+def packed_positions(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """Position of each token within its own sequence (restarting at every boundary)."""
+    cu = cu_seqlens.to(torch.long)
+    return torch.arange(total, device=cu.device) - cu[document_ids(cu, total)]
 
 
 def packed_causal_mask(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
@@ -126,25 +142,31 @@ def packed_causal_mask(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
 
 
 class _PerBatchCache:
-    """One derived object per ``cu_seqlens`` tensor, shared by all layers of a micro-batch.
+    """Objects derived from one micro-batch's ``PackedSeqParams``, shared by all its layers.
 
-    Keyed by tensor identity (a weak reference), so a new micro-batch never sees a stale mask.
+    Keyed by object identity (a weak reference), so a new micro-batch never sees stale values.
     """
 
     def __init__(self):
         self._key = None
-        self._value = None
+        self._values: dict = {}
 
-    def get(self, key_tensor: torch.Tensor, tag: str, build):
+    def get(self, owner, tag, build):
         key = self._key() if self._key is not None else None
-        if key is key_tensor and self._value[0] == tag:
-            return self._value[1]
-        value = build()
-        self._key, self._value = weakref.ref(key_tensor), (tag, value)
-        return value
+        if key is not owner:
+            self._key, self._values = weakref.ref(owner), {}
+        if tag not in self._values:
+            self._values[tag] = build()
+        return self._values[tag]
 
 
 _CACHE = _PerBatchCache()
+
+
+def _device_cu(params: PackedSeqParams, device) -> torch.Tensor:
+    cu = params.cu_seqlens_q_padded
+    cu = params.cu_seqlens_q if cu is None else cu
+    return cu.to(device=device, dtype=torch.int32, non_blocking=True)
 
 
 def _flex_block_mask(cu: torch.Tensor | None, total: int, device) -> object:
@@ -166,6 +188,48 @@ def _flex_causal_mask(total: int, device: str):
     return _flex_block_mask(None, total, device)
 
 
+# ----------------------------------------------------------------------------- rotary
+
+
+@dataclass(frozen=True)
+class Rope:
+    """RoPE settings of a model (what GPTModel's ``RotaryEmbedding`` would get)."""
+
+    kv_channels: int
+    base: float
+    max_positions: int
+    scaling: bool = False
+    scaling_factor: float = 8.0
+
+
+@functools.lru_cache(maxsize=8)
+def rope_freqs(rope: Rope, device: str) -> torch.Tensor:
+    """``[max_positions, head_dim]`` fp32 angles from Megatron's ``RotaryEmbedding``."""
+    from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
+
+    table = RotaryEmbedding(kv_channels=rope.kv_channels, rotary_percent=1.0,
+                            rotary_base=rope.base, rope_scaling=rope.scaling,
+                            rope_scaling_factor=rope.scaling_factor,
+                            use_cpu_initialization=True).get_emb(rope.max_positions)
+    return table.view(rope.max_positions, -1).to(device)
+
+
+def _cos_sin(freqs: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.cos(freqs).to(dtype), torch.sin(freqs).to(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _plain_cos_sin(rope: Rope, length: int, device: str, dtype) -> tuple:
+    """cos/sin ``[s, 1, 1, d]`` for positions ``0..s-1`` (plain batches)."""
+    return _cos_sin(rope_freqs(rope, device)[:length, None, None, :], dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Megatron's non-interleaved RoPE: ``x·cos + rotate_half(x)·sin``."""
+    x1, x2 = torch.chunk(x, 2, dim=-1)
+    return (x * cos) + (torch.cat((-x2, x1), dim=-1) * sin)
+
+
 # ----------------------------------------------------------------------------- the module
 
 
@@ -176,8 +240,9 @@ def _expand_kv(x: torch.Tensor, groups: int, head_dim: int) -> torch.Tensor:
 class CoreAttention(DotProductAttention):
     """Megatron's ``DotProductAttention`` interface with selectable fast kernels (module doc)."""
 
-    def __init__(self, *args, kernel: str = "auto", **kwargs):
+    def __init__(self, *args, kernel: str = "auto", rope: Rope | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.rope = rope
         if kernel not in KERNELS:
             raise ValueError(f"train.attention={kernel!r}: expected one of {KERNELS}")
         self.kernel = kernel
@@ -198,25 +263,41 @@ class CoreAttention(DotProductAttention):
             raise ValueError(f"packed_seq_params.qkv_format={packed_seq_params.qkv_format!r}: "
                              "only 'thd' is supported")
         kernel = resolve_kernel(self.kernel, query.device.type, packed)
+        cu = None
+        if packed:  # one device copy of the boundaries per micro-batch, shared by all layers
+            cu = _CACHE.get(packed_seq_params, "cu", lambda: _device_cu(packed_seq_params,
+                                                                        query.device))
+        if self.rope is not None:
+            query, key = self._rotate(query, key, cu, packed_seq_params)
         if kernel == "unfused":
-            return self._unfused(query, key, value, attention_mask, attn_mask_type,
+            return self._unfused(query, key, value, attention_mask, attn_mask_type, cu,
                                  packed_seq_params)
         if packed:
-            cu = packed_seq_params.cu_seqlens_q_padded
-            cu = packed_seq_params.cu_seqlens_q if cu is None else cu
             run = {"sdpa": self._sdpa_packed, "varlen": self._varlen, "flex": self._flex}[kernel]
-            return run(query, key, value, cu, packed_seq_params.max_seqlen_q)
+            return run(query, key, value, cu, packed_seq_params.max_seqlen_q, packed_seq_params)
         return self._plain(kernel, query, key, value, attention_mask)
+
+    def _rotate(self, query, key, cu, batch):
+        """RoPE on q and k: positions 0..s-1 (plain) or restarting per sequence (packed)."""
+        device = str(query.device)
+        if cu is None:
+            cos, sin = _plain_cos_sin(self.rope, query.size(0), device, query.dtype)
+        else:
+            total = query.size(0)
+
+            def build():
+                positions = packed_positions(cu, total)
+                return _cos_sin(rope_freqs(self.rope, device)[positions, None, :], query.dtype)
+            cos, sin = _CACHE.get(batch, ("rope", query.dtype), build)
+        return apply_rope(query, cos, sin), apply_rope(key, cos, sin)
 
     # -- reference ---------------------------------------------------------------------------
 
-    def _unfused(self, query, key, value, attention_mask, attn_mask_type, packed_seq_params):
-        if packed_seq_params is None:
+    def _unfused(self, query, key, value, attention_mask, attn_mask_type, cu, batch):
+        if cu is None:
             return super().forward(query, key, value, attention_mask, attn_mask_type, None, None)
         total = query.size(0)  # THD: [t, heads, head_dim] (the batch dim was squeezed)
-        cu = packed_seq_params.cu_seqlens_q_padded
-        cu = packed_seq_params.cu_seqlens_q if cu is None else cu
-        mask = _CACHE.get(cu, "mask", lambda: packed_causal_mask(cu, total))
+        mask = _CACHE.get(batch, "mask", lambda: packed_causal_mask(cu, total))
         out = super().forward(query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1), mask,
                               attn_mask_type, None, None)
         return out.squeeze(1)  # [t, hidden/tp]; Attention reshapes to [t, 1, hidden/tp]
@@ -254,25 +335,25 @@ class CoreAttention(DotProductAttention):
 
     # -- packed [t, h, d] sequences --------------------------------------------------------------
 
-    def _sdpa_packed(self, query, key, value, cu, max_seqlen):
+    def _sdpa_packed(self, query, key, value, cu, max_seqlen, batch):
         total = query.size(0)
-        allowed = _CACHE.get(cu, "allowed", lambda: ~packed_causal_mask(cu, total))
+        allowed = _CACHE.get(batch, "allowed", lambda: ~packed_causal_mask(cu, total))
         # [t, h, d] -> [1, h, t, d]; the efficient kernel takes a mask but not GQA: expand k/v
         q, k, v = (x.transpose(0, 1).unsqueeze(0) for x in (query, key, value))
         k, v = _expand_kv(k, self._groups, 1), _expand_kv(v, self._groups, 1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.softmax_scale)
         return out.squeeze(0).transpose(0, 1).reshape(total, -1)
 
-    def _flex(self, query, key, value, cu, max_seqlen):
+    def _flex(self, query, key, value, cu, max_seqlen, batch):
         total = query.size(0)
-        block = _CACHE.get(cu, "flex", lambda: _flex_block_mask(cu, total, query.device))
+        block = _CACHE.get(batch, "flex", lambda: _flex_block_mask(cu, total, query.device))
         q, k, v = (x.transpose(0, 1).unsqueeze(0) for x in (query, key, value))
         out = flex_attention_fn(query.device.type)(q, k, v, block_mask=block,
                                                    scale=self.softmax_scale,
                                                    enable_gqa=self._groups > 1)
         return out.squeeze(0).transpose(0, 1).reshape(total, -1)
 
-    def _varlen(self, query, key, value, cu, max_seqlen):
+    def _varlen(self, query, key, value, cu, max_seqlen, batch=None):
         fn = varlen_attn_fn()
         params = _varlen_params()
         kwargs = {"scale": self.softmax_scale}
@@ -285,7 +366,6 @@ class CoreAttention(DotProductAttention):
                 kwargs["enable_gqa"] = True
             else:
                 key, value = _expand_kv(key, self._groups, 1), _expand_kv(value, self._groups, 1)
-        cu = cu.to(device=query.device, dtype=torch.int32)
         query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
         out = fn(query, key, value, cu, cu, int(max_seqlen), int(max_seqlen), **kwargs)
         return out.reshape(query.size(0), -1)
@@ -296,6 +376,7 @@ def _varlen_params() -> frozenset:
     return frozenset(inspect.signature(varlen_attn_fn()).parameters)
 
 
-def core_attention_builder(kernel: str):
-    """What the layer spec's ``core_attention`` slot takes: :class:`CoreAttention` + a kernel."""
-    return functools.partial(CoreAttention, kernel=kernel)
+def core_attention_builder(kernel: str, rope: Rope | None = None):
+    """What the layer spec's ``core_attention`` slot takes: :class:`CoreAttention` with a kernel
+    (and the model's RoPE, applied here instead of in Megatron's attention)."""
+    return functools.partial(CoreAttention, kernel=kernel, rope=rope)

@@ -108,11 +108,16 @@ def layer_spec(cfg: Config):
                 "this run uses Transformer Engine's fused attention (train.spec="
                 f"{cfg.train.spec}); set train.attention=auto or train.spec=local")
         return specs.get_gpt_layer_with_transformer_engine_spec(qk_layernorm=cfg.model.qk_norm)
-    from msm_megatron.models.attention import core_attention_builder
+    from msm_megatron.models.attention import Rope, core_attention_builder
 
-    spec = specs.get_gpt_layer_local_spec(qk_layernorm=cfg.model.qk_norm, normalization="RMSNorm")
+    m = cfg.model
+    rope = Rope(kv_channels=m.kv_channels, base=m.rope_theta,
+                max_positions=m.max_position_embeddings,
+                scaling=m.rope_scaling_factor is not None,
+                scaling_factor=m.rope_scaling_factor or 8.0)
+    spec = specs.get_gpt_layer_local_spec(qk_layernorm=m.qk_norm, normalization="RMSNorm")
     spec.submodules.self_attention.submodules.core_attention = core_attention_builder(
-        cfg.train.attention)
+        cfg.train.attention, rope)
     return spec
 
 
@@ -126,6 +131,9 @@ def build_model_chunks(cfg: Config) -> list:
 
     tconf = transformer_config(cfg)
     spec = layer_spec(cfg)
+    # Local spec: RoPE is applied inside CoreAttention (per-token positions, no host syncs);
+    # TE spec: Megatron's rotary (TE's fused kernels, THD included).
+    rope_type = "rope" if use_te_spec(cfg) else "none"
     vocab = padded_vocab_size(cfg.model, cfg.parallel.tp)
     chunks = []
     for vp_stage in range(cfg.parallel.vpp or 1):
@@ -136,7 +144,7 @@ def build_model_chunks(cfg: Config) -> list:
             pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp),
             post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp),
             share_embeddings_and_output_weights=cfg.model.tie_word_embeddings,
-            position_embedding_type="rope", rotary_base=int(cfg.model.rope_theta),
+            position_embedding_type=rope_type, rotary_base=int(cfg.model.rope_theta),
             rope_scaling=cfg.model.rope_scaling_factor is not None,
             rope_scaling_factor=cfg.model.rope_scaling_factor or 8.0,
             parallel_output=True, vp_stage=vp,

@@ -30,11 +30,15 @@ def microbatch_indices(consumed: int, micro: int, mbs: int, dp: int, dp_rank: in
 
 def batch_iterator(dataset, consumed: int, num_micro: int, mbs: int, dp: int, dp_rank: int
                    ) -> Iterator[dict]:
-    """Yield this rank's micro-batches of one global batch as tensors on the current device."""
+    """Yield this rank's micro-batches of one global batch as tensors on the current device.
+
+    ``cu_seqlens`` stays on the host: :func:`packed_seq_params` reads it there (no device sync).
+    """
     device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
     for micro in range(num_micro):
         batch = dataset.batch(microbatch_indices(consumed, micro, mbs, dp, dp_rank))
-        yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        yield {k: v if k == "cu_seqlens" else v.to(device, non_blocking=True)
+               for k, v in batch.items()}
 
 
 def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
@@ -52,7 +56,9 @@ def packed_seq_params(batch: dict):
 
     Every pipeline stage builds them from its own copy of the micro-batch, so the sequence
     boundaries reach all stages (the bug class behind Megatron-Bridge #2952 cannot occur).
-    Positions past the last boundary (padding) become one more sequence of their own.
+    Positions past the last boundary (padding) become one more sequence of their own. The
+    boundaries are read on the host and then copied to the tokens' device, so building the
+    params never waits for the GPU.
     """
     if "cu_seqlens" not in batch:
         return None
@@ -61,10 +67,11 @@ def packed_seq_params(batch: dict):
     tokens = batch["tokens"]
     if tokens.shape[0] != 1:
         raise ValueError("packed (THD) micro-batches hold one row: set train.micro_batch_size=1")
-    cu = batch["cu_seqlens"].reshape(-1).to(torch.int32)
+    cu = batch["cu_seqlens"].reshape(-1).to("cpu", torch.int32)
     if int(cu[-1]) < tokens.shape[1]:
         cu = torch.cat([cu, cu.new_tensor([tokens.shape[1]])])
     longest = int(torch.diff(cu).max())
+    cu = cu.to(tokens.device, non_blocking=True)
     return PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu,
                            max_seqlen_q=longest, max_seqlen_kv=longest)
 
