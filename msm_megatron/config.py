@@ -156,6 +156,24 @@ class LogConfig:
     peak_tflops: float = 989.0
 
 
+LORA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(kw_only=True, slots=True)
+class LoRAConfig:
+    """LoRA adapters on the frozen base (``rank`` 0 = full-parameter training; docs/lora.md).
+
+    ``targets`` are HF projection names; ``alpha / rank`` scales the update. Adapters (and their
+    optimizer state) are fp32; the base keeps ``train.precision``.
+    """
+
+    rank: int = 0
+    alpha: float = 128.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: list(LORA_PROJECTIONS))
+    seed: int = 0
+
+
 @dataclass(kw_only=True, slots=True)
 class Config:
     """A whole training run."""
@@ -168,6 +186,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 # ----------------------------------------------------------------------------- conversion

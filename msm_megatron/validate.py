@@ -202,6 +202,30 @@ def _check_training(cfg: Config, world_size: int) -> list[str]:
     return errors
 
 
+def _check_lora(cfg: Config, world_size: int, te_available: bool) -> list[str]:
+    from msm_megatron.config import LORA_PROJECTIONS
+
+    lo = cfg.lora
+    if lo.rank == 0:
+        return []
+    errors = []
+    if lo.rank < 0:
+        errors.append(f"lora.rank={lo.rank} must be ≥ 0 (0 = full-parameter training)")
+    unknown = [t for t in lo.targets if t not in LORA_PROJECTIONS]
+    if unknown or not lo.targets:
+        errors.append(f"lora.targets={lo.targets}: choose from {LORA_PROJECTIONS}")
+    if lo.dropout != 0.0:
+        errors.append(f"lora.dropout={lo.dropout}: only 0.0 is supported (the paper's setting)")
+    if cfg.train.spec == "te" or (cfg.train.spec == "auto" and te_available):
+        errors.append("LoRA adapts Megatron's local-spec linear layers: set train.spec=local "
+                      "(the TE spec fuses the input norm into linear_qkv/linear_fc1)")
+    if cfg.parallel.sequence_parallel:
+        errors.append("LoRA does not support parallel.sequence_parallel yet: set it to false")
+    if cfg.train.fp8 is not None:
+        errors.append("LoRA runs on the local spec, which has no FP8: set train.fp8=null")
+    return errors
+
+
 def validate(cfg: Config, world_size: int, te_available: bool) -> None:
     """Check ``cfg`` for a launch on ``world_size`` ranks; raise on any problem.
 
@@ -232,6 +256,7 @@ def validate(cfg: Config, world_size: int, te_available: bool) -> None:
     errors = [msg for check in checks for msg in check(cfg, world_size)]
     errors += _check_precision(cfg, world_size, te_available)
     errors += _check_te_features(cfg, world_size, te_available)
+    errors += _check_lora(cfg, world_size, te_available)
     if len(errors) == 1:
         raise ConfigError(f"config '{cfg.name}': {errors[0]}")
     if errors:

@@ -118,7 +118,27 @@ def layer_spec(cfg: Config):
     spec = specs.get_gpt_layer_local_spec(qk_layernorm=m.qk_norm, normalization="RMSNorm")
     spec.submodules.self_attention.submodules.core_attention = core_attention_builder(
         cfg.train.attention, rope)
+    if cfg.lora.rank:
+        _add_lora(spec, cfg)
     return spec
+
+
+def _add_lora(spec, cfg: Config) -> None:
+    """Swap the four linears of the local spec for their LoRA versions (models/lora.py)."""
+    import functools
+
+    from msm_megatron.models import lora
+
+    settings = lora.LoRASettings(rank=cfg.lora.rank, alpha=cfg.lora.alpha,
+                                 targets=tuple(cfg.lora.targets), seed=cfg.lora.seed)
+    attn, mlp = spec.submodules.self_attention.submodules, spec.submodules.mlp
+    # megatron-core 0.19 wraps the MLP as partial(MLP.as_mlp_submodule, submodules=...)
+    mlp = mlp.keywords["submodules"] if isinstance(mlp, functools.partial) else mlp.submodules
+    for holder, name, cls in ((attn, "linear_qkv", lora.LoRAColumnParallelLinear),
+                              (attn, "linear_proj", lora.LoRARowParallelLinear),
+                              (mlp, "linear_fc1", lora.LoRAColumnParallelLinear),
+                              (mlp, "linear_fc2", lora.LoRARowParallelLinear)):
+        setattr(holder, name, functools.partial(cls, lora=settings, fused_name=name))
 
 
 def build_model_chunks(cfg: Config) -> list:
@@ -149,6 +169,10 @@ def build_model_chunks(cfg: Config) -> list:
             rope_scaling_factor=cfg.model.rope_scaling_factor or 8.0,
             parallel_output=True, vp_stage=vp,
         )
+        if cfg.lora.rank:
+            from msm_megatron.models.lora import prepare_lora_model
+
+            prepare_lora_model(model)
         if torch.cuda.is_available():
             model.cuda(torch.cuda.current_device())
         chunks.append(model)
