@@ -172,6 +172,9 @@ class LoRAConfig:
     dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: list(LORA_PROJECTIONS))
     seed: int = 0
+    # When checkpoint.load is a LoRA run: keep training its adapter, or merge it into the base
+    # and start a new one.
+    on_load: Literal["continue", "merge"] = "continue"
 
 
 @dataclass(kw_only=True, slots=True)

@@ -187,12 +187,25 @@ class LoRAColumnParallelLinear(_LoRAMixin, ColumnParallelLinear):
     def _fused_update(self, x: torch.Tensor) -> torch.Tensor:
         """Per-projection updates laid out like this rank's fused output rows."""
         updates = dict(zip(self.lora_targets, self._projection_updates(x), strict=True))
+        return self._assemble(updates, x.shape[:-1], x.device)
+
+    def merge_(self) -> None:
+        """Fold ``scale · B A`` into the (frozen) fused weight; the adapter restarts at B = 0."""
+        with torch.no_grad():
+            deltas = {p: (getattr(self, f"{PREFIX}{p}_B") @ getattr(self, f"{PREFIX}{p}_A")
+                          * self.lora.scale).t() for p in self.lora_targets}
+            fused = self._assemble(deltas, (self.weight.shape[1],), self.weight.device).t()
+            self.weight.add_(fused.to(self.weight.dtype))
+            for p in self.lora_targets:
+                getattr(self, f"{PREFIX}{p}_B").zero_()
+
+    def _assemble(self, updates: dict, lead: tuple, device) -> torch.Tensor:
+        """Per-projection tensors [*lead, width] → this rank's fused layout [*lead, out/tp]."""
         cfg, tp = self.config, (self.tp_group.size() if self.tp_group is not None else 1)
-        lead = x.shape[:-1]
 
         def part(proj: str, width: int) -> torch.Tensor:
             got = updates.get(proj)
-            return got if got is not None else x.new_zeros(*lead, width, dtype=torch.float32)
+            return got if got is not None else torch.zeros(*lead, width, device=device)
         if self.fused_name == "linear_fc1":
             width = cfg.ffn_hidden_size // tp
             return torch.cat([part("gate_proj", width), part("up_proj", width)], dim=-1)
@@ -221,6 +234,14 @@ class LoRARowParallelLinear(_LoRAMixin, RowParallelLinear):
         (update,) = self._projection_updates(input_)
         return out + update.to(out.dtype), bias
 
+    def merge_(self) -> None:
+        """Fold ``scale · B A_local`` into this rank's weight columns; B restarts at 0."""
+        with torch.no_grad():
+            for p in self.lora_targets:
+                b, a = getattr(self, f"{PREFIX}{p}_B"), getattr(self, f"{PREFIX}{p}_A")
+                self.weight.add_((b @ a * self.lora.scale).to(self.weight.dtype))
+                b.zero_()
+
 
 def lora_layers(model) -> list[tuple[int, str, _LoRAMixin]]:
     """(global layer number, Megatron linear name, module) of every adapted linear."""
@@ -240,6 +261,12 @@ def prepare_lora_model(model) -> None:
         module.init_lora(layer_number)
         for param in module.lora_parameters().values():
             param.requires_grad_(True)
+
+
+def merge_adapters(model) -> None:
+    """Merge every adapter into its base weight (exactly what the forward added)."""
+    for _, _, module in lora_layers(model):
+        module.merge_()
 
 
 def keep_adapters_fp32(model) -> None:

@@ -97,14 +97,19 @@ SHARDING_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
 
 
 def sharded_state(chunks, optimizer, scheduler, state: TrainState | None, is_loading: bool,
-                  with_rng: bool = True) -> dict:
-    """The full sharded state dict (model chunks, optimizer, schedule, counters, RNG)."""
+                  with_rng: bool = True, keep=None) -> dict:
+    """The full sharded state dict (model chunks, optimizer, schedule, counters, RNG).
+
+    ``keep(key)`` selects model entries (LoRA: adapters only, or everything but adapters).
+    """
     from megatron.core.utils import unwrap_model
 
     sd: dict = {}
     for i, chunk in enumerate(unwrap_model(chunks)):
         key = "model" if len(chunks) == 1 else f"model{i}"
         sd[key] = chunk.sharded_state_dict(metadata=SHARDING_METADATA)
+        if keep is not None:
+            sd[key] = {k: v for k, v in sd[key].items() if keep(k)}
     if optimizer is not None:
         # Nested per-chunk dicts: chunk-local names repeat across virtual stages.
         model_sd = dict(sd)
@@ -194,7 +199,8 @@ def save(cfg: Config, chunks, optimizer, scheduler, state: TrainState, root: Pat
             shutil.rmtree(path)
         path.mkdir(parents=True)
     dist.barrier()
-    sd = sharded_state(chunks, optimizer, scheduler, state, is_loading=False)
+    sd = sharded_state(chunks, optimizer, scheduler, state, is_loading=False,
+                       keep=model_keys(cfg))
     snapshot = TrainState(**vars(state))
     if async_saves is not None:
         request = dist_checkpointing.save(sd, str(path), async_sharded_save=True,
@@ -215,6 +221,21 @@ def save(cfg: Config, chunks, optimizer, scheduler, state: TrainState, root: Pat
     return path
 
 
+def model_keys(cfg: Config):
+    """Which model entries a run's checkpoints hold: all (None), or only LoRA adapters."""
+    if not cfg.lora.rank:
+        return None
+    from msm_megatron.models.lora import is_adapter_key
+
+    return is_adapter_key
+
+
+def _not_adapter(key: str) -> bool:
+    from msm_megatron.models.lora import is_adapter_key
+
+    return not is_adapter_key(key)
+
+
 def load(cfg: Config, chunks, optimizer, scheduler, path: Path) -> TrainState:
     """Restore model, optimizer, schedule and counters from a checkpoint directory."""
     from megatron.core import dist_checkpointing
@@ -227,9 +248,9 @@ def load(cfg: Config, chunks, optimizer, scheduler, path: Path) -> TrainState:
         prepare_for_loading(optimizer)
     same_layout = meta["layout"] == _layout()
     sd = sharded_state(chunks, optimizer, scheduler, TrainState(), is_loading=True,
-                       with_rng=same_layout)
+                       with_rng=same_layout, keep=model_keys(cfg))
     loaded = dist_checkpointing.load(sd, str(path))
-    _load_models(chunks, loaded)
+    _load_models(chunks, loaded, strict=model_keys(cfg) is None, needed=model_keys(cfg))
     if optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])
         finish_loading(optimizer)
@@ -342,7 +363,8 @@ def load_model_weights(chunks, path: Path) -> None:
     from megatron.core.dist_checkpointing.validation import StrictHandling
 
     _check_vocab_rows(chunks, Path(path))
-    sd = sharded_state(chunks, None, None, None, is_loading=True, with_rng=False)
+    sd = sharded_state(chunks, None, None, None, is_loading=True, with_rng=False,
+                       keep=_not_adapter)
     loaded, _, not_in_checkpoint = dist_checkpointing.load(
         sd, str(path), strict=StrictHandling.RETURN_UNEXPECTED)
     missing = sorted(k for k in not_in_checkpoint if "_extra_state" not in k)
@@ -350,7 +372,19 @@ def load_model_weights(chunks, path: Path) -> None:
         raise ConfigError(f"{path}: checkpoint lacks {len(missing)} tensors this model needs "
                           f"(e.g. {', '.join(missing[:4])}): is it a checkpoint of this "
                           "architecture (model.* settings, tied embeddings)?")
-    _load_models(chunks, loaded, strict=False)
+    _load_models(chunks, loaded, strict=False, needed=_not_adapter)
+
+
+def load_adapter_weights(chunks, path: Path) -> None:
+    """Load only LoRA adapter tensors (a LoRA run's checkpoint) into ``chunks``."""
+    from megatron.core import dist_checkpointing
+
+    from msm_megatron.models.lora import is_adapter_key
+
+    sd = sharded_state(chunks, None, None, None, is_loading=True, with_rng=False,
+                       keep=is_adapter_key)
+    loaded = dist_checkpointing.load(sd, str(path))
+    _load_models(chunks, loaded, strict=False, needed=is_adapter_key)
 
 
 def _check_vocab_rows(chunks, path: Path) -> None:
@@ -375,12 +409,14 @@ def _check_vocab_rows(chunks, path: Path) -> None:
                 "1, 2, 4 and 8; for another TP re-convert the HF model or export and re-import")
 
 
-def _load_models(chunks, loaded: dict, strict: bool = True) -> None:
+def _load_models(chunks, loaded: dict, strict: bool = True, needed=None) -> None:
+    """Load each chunk's entries; ``needed(key)`` says which missing keys are errors."""
     from megatron.core.utils import unwrap_model
 
     for i, chunk in enumerate(unwrap_model(chunks)):
         result = chunk.load_state_dict(loaded["model" if len(chunks) == 1 else f"model{i}"],
                                        strict=strict)
-        missing = [k for k in result.missing_keys if "_extra_state" not in k] if result else []
+        missing = [k for k in result.missing_keys if "_extra_state" not in k
+                   and (needed is None or needed(k))] if result else []
         if missing:
             raise ConfigError(f"model weights missing after load: {missing[:4]}")

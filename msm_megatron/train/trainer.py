@@ -22,6 +22,7 @@ from msm_megatron.distributed import init_distributed, read_launch_env
 from msm_megatron.flops import model_flops_per_token
 from msm_megatron.models.build import build_model_chunks
 from msm_megatron.train import checkpoint as ckpt
+from msm_megatron.train import lora_state
 from msm_megatron.train.metrics import MetricsLogger
 from msm_megatron.train.optim import build_optimizer, build_scheduler
 from msm_megatron.train.preemption import (
@@ -145,14 +146,24 @@ class Trainer:
                 "checkpoint.resume=false: use a fresh train.run_dir (checkpoint.load=<dir> to "
                 "start from those weights) or checkpoint.resume=true to continue that run")
         self._resumed = latest is not None
+        lora = bool(self.cfg.lora.rank)
         if latest is not None:
             path = ckpt.iter_dir(self.ckpt_root, latest)
+            if lora:  # the checkpoint holds adapters: rebuild the base they sit on first
+                lora_state.restore_base(self.chunks, lora_state.read_chain(path))
             self.notes += ckpt.resume_changes(path, self.cfg, self.total_steps)
             return ckpt.load(self.cfg, self.chunks, self.optimizer, self.scheduler, path)
+        chain = {"base": None, "merged": []}
         if self.cfg.checkpoint.load:
             source = ckpt.resolve_load(self.cfg, self.run_dir)
-            ckpt.load_model_weights(self.chunks, source)
-            self.notes.append(f"initialised model weights from {source}")
+            if lora:
+                chain, note = lora_state.start(self.cfg, self.chunks, source)
+                self.notes.append(note)
+            else:
+                ckpt.load_model_weights(self.chunks, source)
+                self.notes.append(f"initialised model weights from {source}")
+        if lora:
+            lora_state.write_chain(self.ckpt_root, chain)
         return ckpt.TrainState()
 
     def _train_step(self) -> tuple[float, float | None, float]:

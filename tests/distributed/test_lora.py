@@ -48,3 +48,66 @@ def test_lora_tp2_equals_tp1(toy_config, tmp_path):
     assert sorted(runs["tp1"]) == [1, 2, 3, 4]
     assert_same_trajectory(runs["tp2"], runs["tp1"], "lora tp2")
     assert runs["tp1"][4]["loss"] < runs["tp1"][1]["loss"]  # the adapters learn
+
+
+RESUME = [*LORA, "train.steps=6", "checkpoint.save_interval=2"]
+
+
+def _same(got: dict, ref: dict, steps, tol: float = 0.0) -> None:
+    for step in steps:
+        for key in ("loss", "grad_norm", "lr"):
+            assert abs(got[step][key] - ref[step][key]) <= tol, (step, key, got[step], ref[step])
+
+
+@pytest.fixture(scope="module")
+def lora_reference(toy_config, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lora_ref")
+    train(toy_config, [*RESUME, f"train.run_dir={root}"], 1, root.with_suffix(".log"))
+    return root, metrics(root)
+
+
+def test_adapter_checkpoints_hold_only_adapters(lora_reference):
+    from torch.distributed.checkpoint import FileSystemReader
+
+    root, _ = lora_reference
+    stored = FileSystemReader(str(root / "checkpoints" / "iter_0000006")).read_metadata()
+    keys = [k for k in stored.state_dict_metadata if k.startswith(("decoder", "embedding",
+                                                                     "output_layer"))]
+    assert keys and all(".lora_" in k for k in keys), keys[:5]
+    chain = json.loads((root / "checkpoints" / "lora_base.json").read_text())
+    assert chain == {"base": None, "merged": []}
+
+
+@pytest.mark.parametrize("layout,nproc,tol", [([], 1, 0.0), (["parallel.tp=2"], 2, 1e-6)],
+                         ids=["same-layout", "tp1-to-tp2"])
+def test_lora_resume_equals_uninterrupted(toy_config, lora_reference, tmp_path, layout, nproc,
+                                          tol):
+    _, ref = lora_reference
+    run = tmp_path / "run"
+    code = train(toy_config, [*RESUME, f"train.run_dir={run}"], 1, tmp_path / "a.log",
+                 env={"MSM_FAULT_KILL": "after_save:4"}, expect=None)
+    assert code != 0 and sorted(metrics(run)) == [1, 2, 3, 4]
+    train(toy_config, [*RESUME, *layout, f"train.run_dir={run}"], nproc, tmp_path / "b.log")
+    got = metrics(run)
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
+    _same(got, ref, [5, 6], tol)
+
+
+def test_next_stage_continues_or_merges_the_adapter(toy_config, lora_reference, tmp_path):
+    """A second LoRA stage from the first (``checkpoint.load``) sees the first stage's final model:
+    continuing its adapter and merging it into the base (new adapter at B = 0) give the same
+    step-1 loss, unlike the untrained adapter the first stage started from."""
+    first, ref = lora_reference
+    steps, chains = {}, {}
+    for mode in ("continue", "merge"):
+        run = tmp_path / mode
+        train(toy_config, [*LORA, "train.steps=1", f"lora.on_load={mode}",
+                           f"checkpoint.load={first / 'checkpoints'}", f"train.run_dir={run}"], 1,
+              tmp_path / f"{mode}.log")
+        steps[mode] = metrics(run)[1]
+        chains[mode] = json.loads((run / "checkpoints" / "lora_base.json").read_text())
+    assert abs(steps["merge"]["loss"] - steps["continue"]["loss"]) <= 1e-6, steps
+    assert abs(steps["continue"]["loss"] - ref[1]["loss"]) > 1e-3, (steps, ref[1])
+    assert chains["continue"] == {"base": None, "merged": []}
+    assert chains["merge"] == {"base": None,
+                               "merged": [str(first / "checkpoints" / "iter_0000006")]}
