@@ -7,6 +7,8 @@ Examples::
     msm convert verify /models/Qwen3-8B ckpt/qwen3_8b --generate 16      # fp32 logit parity
     msm convert verify out/hf runs/sft/checkpoints/iter_0000400 --tp 2   # torchrun, 2 ranks
     msm convert export runs/sft                                          # -> runs/sft/hf/iter_N
+    msm convert lora-export runs/aft/checkpoints/iter_0000400 out/adapter   # PEFT adapter
+    msm convert lora-export runs/aft/checkpoints/iter_0000400 out/merged --merged
 """
 
 from __future__ import annotations
@@ -63,6 +65,18 @@ def cmd_verify(args, argv) -> int:
     return 0 if report["passed"] else 1
 
 
+def cmd_lora_export(args, argv) -> int:
+    from msm_megatron.convert.lora_export import export_merged, export_peft
+
+    if args.merged:
+        out = export_merged(args.checkpoint, args.out, progress=not args.quiet)
+        print(f"wrote merged HF model {out}")
+    else:
+        out = export_peft(args.checkpoint, args.out, base_model=args.base_model)
+        print(f"wrote PEFT adapter {out}")
+    return 0
+
+
 def add_parser(sub) -> None:
     """Register ``msm convert`` and its subcommands on the top-level subparsers."""
     convert = sub.add_parser("convert", help="HF ⇄ Megatron checkpoints").add_subparsers(
@@ -92,6 +106,16 @@ def add_parser(sub) -> None:
     p.add_argument("--hf-assets", help="HF directory to take config/tokenizer files from")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_export)
+
+    p = convert.add_parser("lora-export", help="LoRA run -> PEFT adapter (or merged HF model)")
+    p.add_argument("checkpoint", help="iter_XXXXXXX directory of a LoRA run")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--merged", action="store_true",
+                   help="write base + adapters merged as a full HF model instead")
+    p.add_argument("--base-model", help="adapter_config.json base_model_name_or_path "
+                   "(default: the run's base checkpoint)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_lora_export)
 
     p = convert.add_parser("verify", help="HF vs Megatron fp32 logits / hidden states / greedy")
     p.add_argument("hf_dir", help="HF model directory")
