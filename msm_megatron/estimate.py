@@ -39,7 +39,12 @@ from __future__ import annotations
 import math
 
 from msm_megatron.config import Config, ConfigError
-from msm_megatron.flops import layer_params, model_flops_per_token, param_count
+from msm_megatron.flops import (
+    layer_params,
+    model_flops_per_token,
+    param_count,
+    projection_shapes,
+)
 from msm_megatron.models.vocab import padded_vocab_size
 from msm_megatron.validate import derive_layout, validate
 
@@ -58,6 +63,17 @@ def params_per_gpu(cfg: Config) -> int:
     else:
         largest = layers + embedding + m.hidden_size  # first: embedding; last: norm + head
     return math.ceil(largest / p.tp)
+
+
+def adapter_params_per_gpu(cfg: Config) -> int:
+    """LoRA adapter parameters one GPU holds: column-parallel layers (q, k, v, gate, up) keep
+    A whole and 1/tp of B; row-parallel ones (o, down) 1/tp of A and B whole."""
+    r, tp = cfg.lora.rank, cfg.parallel.tp
+    shapes = projection_shapes(cfg.model)
+    row = {"o_proj", "down_proj"}
+    per_layer = sum(r * (i / tp + o) if t in row else r * (i + o / tp)
+                    for t in cfg.lora.targets for i, o in [shapes[t]])
+    return math.ceil(per_layer * cfg.model.num_layers / cfg.parallel.pp)
 
 
 def _state_bytes(precision: str) -> tuple[int, int, int]:
@@ -135,8 +151,14 @@ def estimate_memory(cfg: Config, world_size: int, flash_attention: bool = True) 
     n = params_per_gpu(cfg)
     w_bytes, g_bytes, o_bytes = _state_bytes(cfg.train.precision)
     out: dict = {"params_per_gpu": n, "dp": dp, "weights": n * w_bytes, "grads": n * g_bytes}
-    out["optimizer_replicated"] = n * o_bytes
-    out["optimizer_distributed"] = math.ceil(n * o_bytes / dp)
+    trained = n
+    if cfg.lora.rank:  # frozen base: weights only; fp32 adapters: 4 + grad 4 + Adam 8
+        trained = adapter_params_per_gpu(cfg)
+        out.update(adapter_params_per_gpu=trained, weights=n * w_bytes + 4 * trained,
+                   grads=4 * trained)
+        o_bytes = 8
+    out["optimizer_replicated"] = trained * o_bytes
+    out["optimizer_distributed"] = math.ceil(trained * o_bytes / dp)
     dist = cfg.parallel.distributed_optimizer
     out["optimizer"] = out["optimizer_distributed" if dist else "optimizer_replicated"]
     for mode in RECOMPUTE_MODES:
@@ -172,7 +194,19 @@ def _header_lines(cfg: Config, world_size: int) -> list[str]:
         f"precision {t.precision}{f' + fp8 {t.fp8}' if t.fp8 else ''}, recompute {t.recompute}, "
         f"distributed optimizer {'on' if p.distributed_optimizer else 'off'}, "
         f"sequence parallel {'on' if p.sequence_parallel else 'off'}",
-    ]
+    ] + _lora_lines(cfg)
+
+
+def _lora_lines(cfg: Config) -> list[str]:
+    from msm_megatron.flops import lora_param_count
+
+    lo = cfg.lora
+    if not lo.rank:
+        return []
+    count = lora_param_count(cfg.model, lo.rank, lo.targets)
+    return [f"LoRA r={lo.rank} alpha={lo.alpha:g} on {', '.join(lo.targets)}: {_count(count)} "
+            f"trainable params ({count / param_count(cfg.model):.2%} of the model); base frozen "
+            "(weights only), adapters fp32 with their own grads and Adam state"]
 
 
 def _count(n: float) -> str:

@@ -80,3 +80,31 @@ def model_flops_per_token(model: ModelConfig, seq_length: int) -> float:
     matmul += model.hidden_size * model.vocab_size
     attention = 12 * model.num_layers * seq_length * model.num_attention_heads * model.kv_channels
     return float(6 * matmul + attention)
+
+
+def projection_shapes(model: ModelConfig) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each HF projection of one layer (``q_proj`` … ``down_proj``)."""
+    h, d, i = model.hidden_size, model.kv_channels, model.intermediate_size
+    q, kv = model.num_attention_heads * d, model.num_key_value_heads * d
+    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+
+def lora_param_count(model: ModelConfig, rank: int, targets=None) -> int:
+    """LoRA adapter parameters of a whole model: ``L · Σ r·(in + out)`` over the targets
+    (default: all seven projections). Qwen2.5-14B at r = 64: 275,251,200."""
+    shapes = projection_shapes(model)
+    return model.num_layers * sum(rank * sum(shapes[t]) for t in (targets or shapes))
+
+
+def lora_flops_per_token(model: ModelConfig, seq_length: int, rank: int, targets=None) -> float:
+    """Training FLOPs per token with a frozen base and LoRA adapters.
+
+    The frozen matmuls cost 2 (forward) + 2 (input gradient) FLOPs per weight, not 6: no weight
+    gradient is computed. Attention scores and the LM head's input gradient are as in
+    :func:`model_flops_per_token`; each adapter weight costs the full 6.
+    """
+    full = model_flops_per_token(model, seq_length)
+    matmul = model.num_layers * (attention_params(model) + mlp_params(model))
+    matmul += model.hidden_size * model.vocab_size
+    return full - 2 * matmul + 6 * lora_param_count(model, rank, targets)

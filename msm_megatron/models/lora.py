@@ -66,20 +66,6 @@ class LoRASettings:
         return self.alpha / self.rank
 
 
-def projection_shapes(model) -> dict[str, tuple[int, int]]:
-    """(in, out) features of each HF projection of one layer (``model`` is a ModelConfig)."""
-    h, d, i = model.hidden_size, model.kv_channels, model.intermediate_size
-    q, kv = model.num_attention_heads * d, model.num_key_value_heads * d
-    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-
-
-def lora_param_count(model, rank: int, targets=HF_PROJECTIONS) -> int:
-    """Adapter parameters of a whole model: ``L · Σ r·(in + out)`` over the targets."""
-    shapes = projection_shapes(model)
-    return model.num_layers * sum(rank * sum(shapes[t]) for t in targets)
-
-
 def initial_a(settings: LoRASettings, layer_number: int, projection: str, in_features: int
               ) -> torch.Tensor:
     """The full ``A`` [r, in] of one adapter: Kaiming-uniform (PEFT's default), seeded."""

@@ -1,6 +1,7 @@
 """Named recipes: Python functions returning a fresh :class:`~msm_megatron.config.Config`.
 
-One small module per family (``toy``, ``qwen3``, ``qwen2``, ``llama``); each exports a
+One small module per family (``toy``, ``qwen3``, ``qwen2``, ``llama``) plus the paper's LoRA
+recipes (``lora``); each exports a
 ``RECIPES`` dict and builds its configs through :func:`msm_megatron.recipes.stages.build_recipe`.
 
 Example::
@@ -15,12 +16,12 @@ import difflib
 from collections.abc import Callable
 
 from msm_megatron.config import Config, ConfigError
-from msm_megatron.recipes import llama, qwen2, qwen3, toy
+from msm_megatron.recipes import llama, lora, qwen2, qwen3, toy
 
 
 def _registry() -> dict[str, Callable[[], Config]]:
     registry: dict[str, Callable[[], Config]] = {}
-    for module in (toy, qwen3, qwen2, llama):
+    for module in (toy, qwen3, qwen2, llama, lora):
         clash = registry.keys() & module.RECIPES.keys()
         if clash:
             raise RuntimeError(f"duplicate recipe names in {module.__name__}: {sorted(clash)}")

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from msm_megatron._compat.te import te_available
 from msm_megatron.config import Config, ConfigError, save_yaml
 from msm_megatron.distributed import init_distributed, read_launch_env
-from msm_megatron.flops import model_flops_per_token
+from msm_megatron.flops import lora_flops_per_token, model_flops_per_token
 from msm_megatron.models.build import build_model_chunks
 from msm_megatron.train import checkpoint as ckpt
 from msm_megatron.train import lora_state
@@ -85,6 +85,14 @@ def _install_schedule_hooks(cfg: Config, chunks: list, optimizer) -> None:
     if cfg.parallel.overlap_param_gather:
         tconf.param_sync_func = (chunks[0].start_param_sync if one
                                  else [c.start_param_sync for c in chunks])
+
+
+def _flops_per_token(cfg: Config) -> float:
+    """The MFU numerator: full-parameter, or frozen base + adapters (LoRA)."""
+    if cfg.lora.rank:
+        return lora_flops_per_token(cfg.model, cfg.data.seq_length, cfg.lora.rank,
+                                    cfg.lora.targets)
+    return model_flops_per_token(cfg.model, cfg.data.seq_length)
 
 
 def _reduce_loss(losses: list[dict]) -> float:
@@ -194,7 +202,7 @@ class Trainer:
         if rank0:
             save_yaml(cfg, self.run_dir / "config.yaml")
         logger = MetricsLogger(cfg, self.run_dir, self.total_steps, state.iteration,
-                               model_flops_per_token(cfg.model, cfg.data.seq_length),
+                               _flops_per_token(cfg),
                                dist.get_world_size(), enabled=rank0)
         signals = PreemptionHandler(cfg.checkpoint.exit_signals)
         logger.message(self._banner())

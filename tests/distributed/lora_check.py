@@ -19,8 +19,8 @@ import torch.distributed as dist
 from msm_megatron.cli import resolve_config
 from msm_megatron.config import apply_overrides
 from msm_megatron.distributed import destroy_distributed, init_distributed
+from msm_megatron.flops import lora_param_count
 from msm_megatron.models.build import build_model_chunks
-from msm_megatron.models.lora import lora_param_count
 from msm_megatron.train.trainer import Trainer
 
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from msm_megatron.config import ModelConfig
-from msm_megatron.models.lora import lora_param_count
+from msm_megatron.flops import lora_param_count
 from tests.distributed.launch import assert_same_trajectory, metrics, train
 
 pytestmark = pytest.mark.distributed

@@ -166,3 +166,29 @@ def test_planning_modules_do_not_import_torch_or_megatron():
     )
     repo = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=repo)
+
+
+def test_lora_estimate_counts_optimizer_state_for_adapters_only():
+    from msm_megatron.estimate import adapter_params_per_gpu
+    from msm_megatron.flops import lora_param_count
+    from msm_megatron.recipes import get_recipe
+
+    cfg = get_recipe("qwen3_32b_midtrain_lora")
+    mem = estimate_memory(cfg, 4)
+    full = estimate_memory(get_recipe("qwen3_32b_midtrain"), 16)
+    adapters = adapter_params_per_gpu(cfg)
+    # tp 4: between a quarter of all adapters (everything sharded) and all of them
+    total = lora_param_count(cfg.model, 64)
+    assert total / 4 < adapters < total
+    assert mem["grads"] == 4 * adapters and mem["optimizer"] == 8 * adapters
+    assert mem["weights"] == mem["params_per_gpu"] * 2 + 4 * adapters  # bf16 base, fp32 adapters
+    assert mem["optimizer"] < full["optimizer"] / 10
+
+
+def test_lora_flops_drop_the_frozen_weight_gradients():
+    from msm_megatron.flops import lora_flops_per_token, model_flops_per_token
+    from msm_megatron.recipes import get_recipe
+
+    m = get_recipe("qwen3_32b_midtrain_lora").model
+    full, lora = model_flops_per_token(m, 8192), lora_flops_per_token(m, 8192, 64)
+    assert 0.6 < lora / full < 0.75  # ≈ 4/6 of the matmuls, plus attention and adapters

@@ -11,7 +11,8 @@ from msm_megatron.recipes.stages import MIDTRAIN_TOKENS, SFT_TOKENS, build_recip
 from msm_megatron.validate import derive_layout, validate
 
 ALL = list_recipes()
-FULL_SIZE = [name for name in ALL if "toy" not in name]
+FULL_SIZE = [name for name in ALL if "toy" not in name and not name.endswith("_lora")]
+LORA = [name for name in ALL if name.endswith("_lora")]
 
 EXPECTED = {
     "qwen3_toy_midtrain",
@@ -20,6 +21,8 @@ EXPECTED = {
     *(f"qwen2_5_{s}_{st}" for s in ("7b", "14b", "32b") for st in ("midtrain", "sft")),
     "llama3_1_8b_midtrain",
     "llama3_1_8b_sft",
+    *(f"{m}_{st}_lora" for m in ("qwen3_14b", "qwen3_32b", "qwen2_5_14b", "qwen2_5_32b",
+                                 "llama3_1_8b") for st in ("midtrain", "sft")),
 }
 
 
@@ -130,3 +133,25 @@ def test_build_recipe_rejects_unknown_stage():
 
     with pytest.raises(ValueError, match="stage"):
         build_recipe("x", QWEN3_8B, "pretrain", hf_path="x", tp=1, world_size=8)
+
+
+@pytest.mark.parametrize("name", LORA)
+def test_lora_recipes_use_the_papers_settings(name):
+    cfg = get_recipe(name)
+    lo, o = cfg.lora, cfg.optim
+    assert (lo.rank, lo.alpha, lo.dropout, lo.on_load) == (64, 128.0, 0.0, "continue")
+    assert lo.targets == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                          "down_proj"]
+    assert (o.lr, o.min_lr, o.weight_decay, o.warmup_fraction, o.decay_style) == (
+        1e-4, 0.0, 0.01, 0.05, "cosine")
+    assert cfg.data.seq_length == 8192 and cfg.train.spec == "local"
+    assert cfg.parallel.world_size == 4
+    # runs where TE is installed too: LoRA forces the local spec, without sequence parallel
+    validate(cfg, 4, te_available=True)
+    validate(cfg, 4, te_available=False)
+
+
+def test_lora_needs_the_local_spec():
+    cfg = apply_overrides(get_recipe("qwen3_32b_midtrain_lora"), ["train.spec=auto"])
+    with pytest.raises(ConfigError, match="train.spec=local"):
+        validate(cfg, 4, te_available=True)
