@@ -191,4 +191,4 @@ def test_lora_flops_drop_the_frozen_weight_gradients():
 
     m = get_recipe("qwen3_32b_midtrain_lora").model
     full, lora = model_flops_per_token(m, 8192), lora_flops_per_token(m, 8192, 64)
-    assert 0.6 < lora / full < 0.75  # ≈ 4/6 of the matmuls, plus attention and adapters
+    assert 0.6 < lora / full < 0.8  # 4/6 of the matmuls; attention (no weights) unchanged
