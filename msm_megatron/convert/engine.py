@@ -315,8 +315,13 @@ def megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | None 
 def export_run(run_dir: str | Path, iteration: int | None = None, out_dir: str | Path | None = None,
                dtype: str | None = None, hf_assets: str | Path | None = None,
                progress: bool = True) -> Path:
-    """``runs/<run>/checkpoints/iter_N`` → ``runs/<run>/hf/iter_N`` (latest N by default)."""
+    """``runs/<run>/checkpoints/iter_N`` → ``runs/<run>/hf/iter_N`` (latest N by default).
+
+    A LoRA run exports its base with every adapter of its chain merged in
+    (:func:`msm_megatron.convert.lora_export.export_merged`).
+    """
     from msm_megatron.train.checkpoint import iter_dir, latest_iteration
+    from msm_megatron.train.lora_state import is_adapter_checkpoint
 
     run_dir = Path(run_dir)
     root = run_dir / "checkpoints"
@@ -330,4 +335,8 @@ def export_run(run_dir: str | Path, iteration: int | None = None, out_dir: str |
         have = sorted(p.name for p in root.glob("iter_*"))
         raise ConfigError(f"{source} does not exist; this run has: {', '.join(have) or 'none'}")
     out = Path(out_dir) if out_dir else run_dir / "hf" / source.name
+    if is_adapter_checkpoint(source):
+        from msm_megatron.convert.lora_export import export_merged
+
+        return export_merged(source, out, dtype=dtype, hf_assets=hf_assets, progress=progress)
     return megatron_to_hf(source, out, dtype=dtype, hf_assets=hf_assets, progress=progress)

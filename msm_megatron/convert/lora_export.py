@@ -97,8 +97,10 @@ def export_peft(ckpt_dir: str | Path, out_dir: str | Path, base_model: str | Non
     return out_dir
 
 
-def export_merged(ckpt_dir: str | Path, out_dir: str | Path, progress: bool = True) -> Path:
-    """HF weights of base + every adapter of the chain (merged ones, then this run's)."""
+def export_merged(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | None = None,
+                  hf_assets: str | Path | None = None, progress: bool = True) -> Path:
+    """HF weights of base + every adapter of the chain (merged ones, then this run's), in the
+    base's dtype (or ``dtype``); config/tokenizer files as ``megatron_to_hf`` finds them."""
     from safetensors.torch import load_file, save_file
 
     from msm_megatron.convert.engine import megatron_to_hf
@@ -109,7 +111,7 @@ def export_merged(ckpt_dir: str | Path, out_dir: str | Path, progress: bool = Tr
     if not chain["base"]:
         raise ConfigError(f"{ckpt_dir}: this LoRA run started from a random base (no "
                           "checkpoint.load), so there are no base weights to merge into")
-    megatron_to_hf(chain["base"], out_dir, progress=progress)
+    megatron_to_hf(chain["base"], out_dir, dtype=dtype, hf_assets=hf_assets, progress=progress)
     deltas: dict[str, torch.Tensor] = {}
     for adapter_dir in [*chain["merged"], ckpt_dir]:
         lora, adapters = read_adapters(adapter_dir)

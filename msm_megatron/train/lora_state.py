@@ -69,7 +69,7 @@ def start(cfg: Config, chunks, source: Path) -> tuple[dict, str]:
 
     if not is_adapter_checkpoint(source):
         ckpt.load_model_weights(chunks, source)
-        return {"base": str(source), "merged": []}, f"base weights from {source}"
+        return {"base": str(Path(source).resolve()), "merged": []}, f"base weights from {source}"
     parent = read_chain(source)
     restore_base(chunks, parent)
     ckpt.load_adapter_weights(chunks, source)
@@ -79,5 +79,5 @@ def start(cfg: Config, chunks, source: Path) -> tuple[dict, str]:
         merge_adapters(model)
         for layer_number, _, module in lora_layers(model):
             module.init_lora(layer_number)  # a fresh adapter: seeded A, B = 0
-    return ({"base": parent["base"], "merged": [*parent["merged"], str(source)]},
+    return ({"base": parent["base"], "merged": [*parent["merged"], str(Path(source).resolve())]},
             f"merged the LoRA adapter of {source} into the base; training a new adapter")

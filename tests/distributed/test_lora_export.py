@@ -75,3 +75,12 @@ def test_merged_and_peft_exports_match_megatron(toy_config, hf_base, tmp_path, n
     assert (megatron - plain).abs().max() > 1e-3  # the adapters learned something
     assert (_hf_logits(merged_model, tokens) - megatron).abs().max() <= 1e-5
     assert (with_adapter - megatron).abs().max() <= 1e-5
+    # `msm convert export <run>` (what the pipeline's export stage runs) merges LoRA runs
+    from safetensors.torch import load_file
+
+    from msm_megatron.convert.engine import export_run
+
+    via_run = export_run(run, out_dir=tmp_path / "via_run", progress=False)
+    for shard in sorted(merged.glob("*.safetensors")):
+        a, b = load_file(str(shard)), load_file(str(via_run / shard.name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
