@@ -66,6 +66,16 @@ def read_adapters(ckpt_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return lora, adapters
 
 
+def _hf_source(base: str | None) -> str | None:
+    """The HF model a base checkpoint was converted from (what vLLM needs), else the base."""
+    from msm_megatron.convert.engine import CONVERT_META
+
+    meta = Path(base) / CONVERT_META if base else None
+    if meta is not None and meta.exists():
+        return json.loads(meta.read_text()).get("source", base)
+    return base
+
+
 def export_peft(ckpt_dir: str | Path, out_dir: str | Path, base_model: str | None = None) -> Path:
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` for the run's adapter."""
     from safetensors.torch import save_file
@@ -91,7 +101,7 @@ def export_peft(ckpt_dir: str | Path, out_dir: str | Path, base_model: str | Non
         "target_modules": sorted(lora["targets"]), "fan_in_fan_out": False,
         "init_lora_weights": True, "use_rslora": False, "use_dora": False,
         "modules_to_save": None, "inference_mode": True,
-        "base_model_name_or_path": base_model or chain["base"],
+        "base_model_name_or_path": base_model or _hf_source(chain["base"]),
     }
     (out_dir / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
     return out_dir

@@ -68,6 +68,7 @@ def test_merged_and_peft_exports_match_megatron(toy_config, hf_base, tmp_path, n
     adapter = export_peft(iter_dir, tmp_path / "adapter")
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["r"] == 4 and config["lora_alpha"] == 8 and len(config["target_modules"]) == 7
+    assert config["base_model_name_or_path"] == str(hf_base.resolve())  # what vLLM loads
     base = transformers.AutoModelForCausalLM.from_pretrained(hf_base, dtype=torch.float32)
     plain = _hf_logits(base, tokens)
     with_adapter = _hf_logits(peft.PeftModel.from_pretrained(base, adapter), tokens)
