@@ -71,7 +71,15 @@ def test_merged_and_peft_exports_match_megatron(toy_config, hf_base, tmp_path, n
     assert config["base_model_name_or_path"] == str(hf_base.resolve())  # what vLLM loads
     base = transformers.AutoModelForCausalLM.from_pretrained(hf_base, dtype=torch.float32)
     plain = _hf_logits(base, tokens)
-    with_adapter = _hf_logits(peft.PeftModel.from_pretrained(base, adapter), tokens)
+    peft_model = peft.PeftModel.from_pretrained(base, adapter)
+    with_adapter = _hf_logits(peft_model, tokens)
+    # the same tensor names and shapes peft itself writes (what vLLM's LoRA loader reads)
+    from safetensors.torch import load_file
+
+    peft_model.save_pretrained(tmp_path / "resaved")
+    ours, theirs = (load_file(str(d / "adapter_model.safetensors"))
+                    for d in (adapter, tmp_path / "resaved"))
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
 
     assert (megatron - plain).abs().max() > 1e-3  # the adapters learned something
     assert (_hf_logits(merged_model, tokens) - megatron).abs().max() <= 1e-5
