@@ -82,6 +82,11 @@ class _LoRAMixin:
     fused_name: str
     column: bool
 
+    def __init__(self, *args, lora: LoRASettings, fused_name: str, **kwargs):
+        super().__init__(*args, **kwargs)  # Megatron's Column/RowParallelLinear
+        self.fused_name = fused_name
+        self._setup_lora(lora)
+
     def _setup_lora(self, settings: LoRASettings) -> None:
         cfg = self.config
         self.lora = settings
@@ -159,11 +164,6 @@ class LoRAColumnParallelLinear(_LoRAMixin, ColumnParallelLinear):
 
     column = True
 
-    def __init__(self, *args, lora: LoRASettings, fused_name: str, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fused_name = fused_name
-        self._setup_lora(lora)
-
     def forward(self, input_, weight=None, runtime_gather_output=None):
         out, bias = super().forward(input_, weight, runtime_gather_output)
         if not self.lora_targets:
@@ -207,11 +207,6 @@ class LoRARowParallelLinear(_LoRAMixin, RowParallelLinear):
     """Megatron's ``RowParallelLinear`` (``linear_proj`` / ``linear_fc2``) plus an adapter."""
 
     column = False
-
-    def __init__(self, *args, lora: LoRASettings, fused_name: str, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fused_name = fused_name
-        self._setup_lora(lora)
 
     def forward(self, input_):
         out, bias = super().forward(input_)
