@@ -152,11 +152,10 @@ def estimate_memory(cfg: Config, world_size: int, flash_attention: bool = True) 
     w_bytes, g_bytes, o_bytes = _state_bytes(cfg.train.precision)
     out: dict = {"params_per_gpu": n, "dp": dp, "weights": n * w_bytes, "grads": n * g_bytes}
     trained = n
-    if cfg.lora.rank:  # frozen base: weights only; fp32 adapters: 4 + grad 4 + Adam 8
+    if cfg.lora.rank:  # frozen base: weights only; adapters: the usual mixed-precision bytes
         trained = adapter_params_per_gpu(cfg)
-        out.update(adapter_params_per_gpu=trained, weights=n * w_bytes + 4 * trained,
-                   grads=4 * trained)
-        o_bytes = 8
+        out.update(adapter_params_per_gpu=trained, weights=(n + trained) * w_bytes,
+                   grads=g_bytes * trained)
     out["optimizer_replicated"] = trained * o_bytes
     out["optimizer_distributed"] = math.ceil(trained * o_bytes / dp)
     dist = cfg.parallel.distributed_optimizer

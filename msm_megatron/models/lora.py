@@ -18,11 +18,15 @@ Tensor parallelism (Megatron's conventions for the base layer):
   ``A`` [r, in/tp] holds this rank's input columns, ``A x`` is all-reduced
   (``reduce_from_tensor_model_parallel_region``), ``B`` [out, r] is replicated.
 
-Adapters are fp32 parameters computed in fp32 whatever ``train.precision`` is (the frozen base
-may be bf16); the optimizer sees only them. ``A`` starts as PEFT's (Kaiming-uniform, bound
-1/sqrt(in)), drawn for the *whole* matrix from a seed of (``lora.seed``, layer, projection) and
-then sliced, so every TP/PP layout starts from the same adapters; ``B`` starts at zero, so a
-fresh LoRA model computes exactly the base model.
+Adapters train in fp32: with ``train.precision=bf16`` they are, like every Megatron parameter,
+a bf16 model copy plus an fp32 master copy and fp32 Adam state in the optimizer (Megatron's
+``Float16OptimizerWithFloat16Params`` cannot checkpoint fp32 parameters of a bf16 model), and
+their update ``B (A x)`` is computed in fp32. The frozen base has no master copy, gradient or
+optimizer state; the optimizer sees only the adapters.
+
+``A`` starts as PEFT's (Kaiming-uniform, bound 1/sqrt(in)), drawn for the *whole* matrix from a
+seed of (``lora.seed``, layer, projection) and then sliced, so every TP/PP layout starts from the
+same adapters; ``B`` starts at zero, so a fresh LoRA model computes exactly the base model.
 
 Checkpoint keys are the base layer's plus ``lora_<proj>_A`` / ``lora_<proj>_B`` (e.g.
 ``decoder.layers.self_attention.linear_qkv.lora_q_proj_A``), sharded along the TP axes above, so
@@ -149,7 +153,8 @@ class _LoRAMixin:
         xf = x.float()
         out = []
         for proj in self.lora_targets:
-            a, b = getattr(self, f"{PREFIX}{proj}_A"), getattr(self, f"{PREFIX}{proj}_B")
+            a = getattr(self, f"{PREFIX}{proj}_A").float()
+            b = getattr(self, f"{PREFIX}{proj}_B").float()
             h = xf @ a.t()
             if self.column:
                 h = mappings.copy_to_tensor_model_parallel_region(h, group=self.tp_group)
@@ -178,8 +183,9 @@ class LoRAColumnParallelLinear(_LoRAMixin, ColumnParallelLinear):
     def merge_(self) -> None:
         """Fold ``scale · B A`` into the (frozen) fused weight; the adapter restarts at B = 0."""
         with torch.no_grad():
-            deltas = {p: (getattr(self, f"{PREFIX}{p}_B") @ getattr(self, f"{PREFIX}{p}_A")
-                          * self.lora.scale).t() for p in self.lora_targets}
+            deltas = {p: (getattr(self, f"{PREFIX}{p}_B").float()
+                          @ getattr(self, f"{PREFIX}{p}_A").float() * self.lora.scale).t()
+                      for p in self.lora_targets}
             fused = self._assemble(deltas, (self.weight.shape[1],), self.weight.device).t()
             self.weight.add_(fused.to(self.weight.dtype))
             for p in self.lora_targets:
@@ -220,7 +226,7 @@ class LoRARowParallelLinear(_LoRAMixin, RowParallelLinear):
         with torch.no_grad():
             for p in self.lora_targets:
                 b, a = getattr(self, f"{PREFIX}{p}_B"), getattr(self, f"{PREFIX}{p}_A")
-                self.weight.add_((b @ a * self.lora.scale).to(self.weight.dtype))
+                self.weight.add_((b.float() @ a.float() * self.lora.scale).to(self.weight.dtype))
                 b.zero_()
 
 
@@ -248,13 +254,6 @@ def merge_adapters(model) -> None:
     """Merge every adapter into its base weight (exactly what the forward added)."""
     for _, _, module in lora_layers(model):
         module.merge_()
-
-
-def keep_adapters_fp32(model) -> None:
-    """Undo a bf16/fp16 cast (Megatron's ``Float16Module``) for the adapter parameters."""
-    for _, _, module in lora_layers(model):
-        for param in module.lora_parameters().values():
-            param.data = param.data.float()
 
 
 def is_adapter_key(key: str) -> bool:

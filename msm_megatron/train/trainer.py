@@ -59,10 +59,6 @@ def wrap_for_training(cfg: Config, chunks: list) -> list:
     for i, chunk in enumerate(chunks):
         if cfg.train.precision != "fp32":
             chunk = Float16Module(tconf, chunk)
-            if cfg.lora.rank:
-                from msm_megatron.models.lora import keep_adapters_fp32
-
-                keep_adapters_fp32(chunk.module)
         ddp = DistributedDataParallel(config=tconf, ddp_config=ddp_cfg, module=chunk,
                                       disable_bucketing=i > 0)
         ddp.broadcast_params()

@@ -68,8 +68,13 @@ def main(argv: list[str]) -> int:
         "base_changed": base_changed,
         "b_moved": b_moved,
         "adapter_dtypes": sorted({str(p.dtype) for n, p in after.items() if "lora_" in n}),
+        "trained_dtypes": sorted({str(p.dtype) for p in opt_params}),  # master copies
+        "base_dtypes": sorted({str(p.dtype) for n, p in after.items() if "lora_" not in n
+                               and "norm" not in n}),
+        # fp32 training: the optimizer steps the adapters themselves (bf16: their fp32 masters)
         "optimizer_is_adapters": all(any(p is q for q in (after[n] for n in adapters0))
-                                     for p in opt_params),
+                                     for p in opt_params) if cfg.train.precision == "fp32"
+        else None,
         "optimizer_numel_local": local,
         "expected_total": lora_param_count(cfg.model, cfg.lora.rank, cfg.lora.targets),
         "world": dist.get_world_size(),

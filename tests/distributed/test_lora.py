@@ -1,5 +1,6 @@
-"""LoRA on Megatron-Core (CPU, gloo): B = 0 equals the base, a frozen base stays bit-identical,
-only adapters are optimized, TP=2 equals TP=1, and the adapter count matches the paper's formula.
+"""LoRA on Megatron-Core (CPU, gloo): B = 0 equals the base, a frozen base stays bit-identical
+(fp32 or bf16; adapters fp32), only adapters are optimized, TP=2 and PP=2 equal one rank, resume
+is exact, stages chain, and the adapter count matches the paper's formula.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ def test_paper_adapter_count_qwen25_14b():
     assert lora_param_count(qwen25_14b, 64) == 275_251_200
 
 
-@pytest.mark.parametrize("nproc,layout", [(1, []), (2, ["parallel.tp=2"])], ids=["tp1", "tp2"])
+@pytest.mark.parametrize("nproc,layout", [(1, []), (2, ["parallel.tp=2"]),
+                                          (1, ["train.precision=bf16"])],
+                         ids=["tp1", "tp2", "bf16-base"])
 def test_lora_model_checks(toy_config, tmp_path, nproc, layout):
     out = tmp_path / "report.json"
     train(toy_config, [str(out), *LORA, *layout, f"train.run_dir={tmp_path / 'run'}"], nproc,
@@ -33,20 +36,28 @@ def test_lora_model_checks(toy_config, tmp_path, nproc, layout):
     report = json.loads(out.read_text())
     assert report["b0_logits_equal"], report
     assert report["base_changed"] == [], report
-    assert report["b_moved"] and report["optimizer_is_adapters"], report
-    assert report["adapter_dtypes"] == ["torch.float32"], report
-    if nproc == 1:
+    bf16 = "train.precision=bf16" in layout
+    assert report["b_moved"] and report["optimizer_is_adapters"] is (None if bf16 else True)
+    assert report["trained_dtypes"] == ["torch.float32"], report  # fp32 (master) adapters
+    assert report["base_dtypes"] == ["torch.bfloat16" if bf16 else "torch.float32"], report
+    if nproc == 1:  # only the adapters are optimized
         assert report["optimizer_numel_local"] == report["expected_total"], report
 
 
-def test_lora_tp2_equals_tp1(toy_config, tmp_path):
+def test_lora_tp2_and_pp2_equal_one_rank(toy_config, tmp_path):
+    # one base for every layout (a seeded random init depends on the pipeline layout)
+    base = tmp_path / "base"
+    train(toy_config, ["train.steps=0", f"train.run_dir={base}"], 1, tmp_path / "base.log")
     runs = {}
-    for name, nproc, layout in (("tp1", 1, []), ("tp2", 2, ["parallel.tp=2"])):
-        train(toy_config, [*LORA, *layout, "train.steps=4",
-                           f"train.run_dir={tmp_path / name}"], nproc, tmp_path / f"{name}.log")
+    for name, nproc, layout in (("tp1", 1, []), ("tp2", 2, ["parallel.tp=2"]),
+                                ("pp2", 2, ["parallel.pp=2"])):
+        train(toy_config, [*LORA, *layout, "train.steps=4", f"train.run_dir={tmp_path / name}",
+                           f"checkpoint.load={base / 'checkpoints'}"], nproc,
+              tmp_path / f"{name}.log")
         runs[name] = metrics(tmp_path / name)
     assert sorted(runs["tp1"]) == [1, 2, 3, 4]
     assert_same_trajectory(runs["tp2"], runs["tp1"], "lora tp2")
+    assert_same_trajectory(runs["pp2"], runs["tp1"], "lora pp2")
     assert runs["tp1"][4]["loss"] < runs["tp1"][1]["loss"]  # the adapters learn
 
 
