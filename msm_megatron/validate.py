@@ -178,10 +178,6 @@ def _check_training(cfg: Config, world_size: int) -> list[str]:
     if d.weights is not None and len(d.weights) != len(d.prepared):
         errors.append(f"data.weights has {len(d.weights)} entries for {len(d.prepared)} "
                       "data.prepared datasets")
-    if d.mode == "packed" and t.micro_batch_size != 1:
-        errors.append(f"data.mode=packed emits one THD row per micro-batch: set "
-                      f"train.micro_batch_size=1 (is {t.micro_batch_size}); raise "
-                      "data.seq_length or the global batch instead")
     if cfg.data.seq_length > m.max_position_embeddings:
         errors.append(
             f"data.seq_length={cfg.data.seq_length} exceeds model.max_position_embeddings="

@@ -110,15 +110,16 @@ class RowDataset:
         self.rows = rows
 
     def batch(self, indices):
-        (i,) = indices
-        row = self.rows[i % len(self.rows)]
+        from msm_megatron.data.datasets import concat_rows
+
+        row = concat_rows([self.rows[i % len(self.rows)] for i in indices])
         return {k: torch.from_numpy(np.asarray(v))[None] for k, v in row.items()}
 
 
 # ----------------------------------------------------------------------------- rows
 
 
-def _config(model: str, seq: int, attention: str, micro: int, device: str):
+def _config(model: str, seq: int, attention: str, micro: int, device: str, mbs: int = 1):
     from msm_megatron.config import Config, DataConfig, LogConfig, ParallelConfig, TrainConfig
     from msm_megatron.models.hf_config import model_config_from_hf
 
@@ -126,8 +127,8 @@ def _config(model: str, seq: int, attention: str, micro: int, device: str):
     return Config(
         name=f"bench-{model}", model=model_config_from_hf(MODELS[model]),
         parallel=ParallelConfig(),
-        data=DataConfig(seq_length=seq),
-        train=TrainConfig(micro_batch_size=1, global_batch_size=micro, steps=10_000,
+        data=DataConfig(seq_length=seq, mode="packed"),
+        train=TrainConfig(micro_batch_size=mbs, global_batch_size=micro, steps=10_000,
                           precision=precision, spec="local", attention=attention,
                           run_dir=tempfile.mkdtemp(prefix="msm-bench-")),
         log=LogConfig(tensorboard=False, progress_bar=False),
@@ -174,7 +175,7 @@ def run_ours(model, rows, seq, attention, args, device) -> dict:
     from msm_megatron.estimate import estimate_memory
     from msm_megatron.train.trainer import Trainer
 
-    cfg = _config(model, seq, attention, args.micro, device)
+    cfg = _config(model, seq, attention, args.micro, device, args.mbs)
     trainer = Trainer(cfg, dataset=RowDataset(rows))
     kernel_note = attention
     if attention == "auto" and device == "cuda":
@@ -242,9 +243,11 @@ def run_hf(model, batches, args, device) -> dict:
     return {"seconds": seconds, "loss": loss, "attention": "sdpa (HF)"}
 
 
-def hf_packed_batches(rows, device):
-    return [{k: torch.from_numpy(np.asarray(r[k]))[None].to(device)
-             for k in ("tokens", "labels", "loss_mask", "position_ids")} for r in rows]
+def hf_packed_batches(rows, device, per_batch: int = 1):
+    """``per_batch`` packed rows per forward (``[per_batch, seq]``)."""
+    keys = ("tokens", "labels", "loss_mask", "position_ids")
+    return [{k: torch.from_numpy(np.stack([r[k] for r in rows[i:i + per_batch]])).to(device)
+             for k in keys} for i in range(0, len(rows), per_batch)]
 
 
 def hf_padded_batches(chats, per_batch: int, device):
@@ -342,7 +345,7 @@ def run_row(row: str, model: str, args) -> dict:
         out = run_ours(model, rows, seq, "unfused" if row == "unfused" else args.attention,
                        args, device)
     elif row == "hf":
-        out = run_hf(model, hf_packed_batches(rows, device), args, device)
+        out = run_hf(model, hf_packed_batches(rows, device, args.mbs), args, device)
     elif row == "hf_sft":
         out = run_hf(model, hf_padded_batches(chats, 4, device), args, device)
     else:
@@ -430,7 +433,7 @@ def drive(args) -> int:
             cmd = [sys.executable, __file__, "--row", row, "--model", model, "--json",
                    handle.name, "--seq", str(args.seq), "--micro", str(args.micro),
                    "--warmup", str(args.warmup), "--steps", str(args.steps),
-                   "--attention", args.attention]
+                   "--attention", args.attention, "--mbs", str(args.mbs)]
             start = time.monotonic()
             try:
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
@@ -480,6 +483,8 @@ def main(argv=None) -> int:
     parser.add_argument("--row-timeout", type=float, default=150)
     parser.add_argument("--seq", type=int, default=4096)
     parser.add_argument("--micro", type=int, default=4, help="packed rows per optimizer step")
+    parser.add_argument("--mbs", type=int, default=1,
+                        help="rows per micro-batch (ours: one THD sequence; HF: a batch)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--attention", default="auto", help="train.attention for our rows")

@@ -83,6 +83,25 @@ class _Epochs:
         return np.random.default_rng([self.seed, 7919, epoch]).permutation(n)
 
 
+def concat_rows(rows: list[dict]) -> dict:
+    """Several packed rows as one longer THD row (their boundaries shifted; each row's padding
+    stays a segment of its own), so a micro-batch of ``b`` rows is one sequence of ``b·s`` tokens
+    with per-document attention: more tokens per kernel launch, the same loss."""
+    if len(rows) == 1:
+        return rows[0]
+    out = {k: np.concatenate([r[k] for r in rows])
+           for k in ("tokens", "labels", "loss_mask", "position_ids")}
+    cus, offset = [np.zeros(1, dtype=np.int32)], 0
+    for r in rows:
+        cu = np.asarray(r["cu_seqlens"], dtype=np.int64)
+        if cu[-1] != len(r["tokens"]):  # rows end with a boundary at their capacity
+            cu = np.append(cu, len(r["tokens"]))
+        cus.append((cu[1:] + offset).astype(np.int32))
+        offset += len(r["tokens"])
+    out["cu_seqlens"] = np.concatenate(cus)
+    return out
+
+
 class PackedRows:
     """Document-aware packed rows (THD) over a blend; ``batch([k])`` gives one row as tensors."""
 
@@ -106,10 +125,8 @@ class PackedRows:
         return table[i]
 
     def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        if len(indices) != 1:
-            raise ValueError("packed rows are THD micro-batches of one row: "
-                             "set train.micro_batch_size=1")
-        row = self.row(indices[0])
+        """Rows ``indices`` as one THD micro-batch: ``[1, len(indices)·seq_length]`` tokens."""
+        row = concat_rows([self.row(i) for i in indices])
         out = {k: torch.from_numpy(np.asarray(row[k]))[None]
                for k in ("tokens", "labels", "loss_mask", "position_ids", "cu_seqlens")}
         out["loss_mask"] = out["loss_mask"].float()

@@ -66,7 +66,8 @@ def packed_seq_params(batch: dict):
 
     tokens = batch["tokens"]
     if tokens.shape[0] != 1:
-        raise ValueError("packed (THD) micro-batches hold one row: set train.micro_batch_size=1")
+        raise ValueError("packed (THD) micro-batches are one row: the dataset concatenates a "
+                         "micro-batch's rows (msm_megatron.data.datasets.concat_rows)")
     cu = batch["cu_seqlens"].reshape(-1).to("cpu", torch.int32)
     if int(cu[-1]) < tokens.shape[1]:
         cu = torch.cat([cu, cu.new_tensor([tokens.shape[1]])])

@@ -181,10 +181,15 @@ class Trainer:
         self.optimizer.zero_grad()
         iters = [batch_iterator(self.dataset, self.state.consumed_samples, num_micro, mbs, dp,
                                 ps.get_data_parallel_rank()) for _ in self.chunks]
+        # Packed rows: a micro-batch of mbs rows is one THD sequence of mbs·seq tokens, which is
+        # the activation shape pipeline stages exchange.
+        seq, shape_mbs = self.cfg.data.seq_length, mbs
+        if self.cfg.data.mode == "packed":
+            seq, shape_mbs = seq * mbs, 1
         losses = get_forward_backward_func()(
             forward_step_func=forward_step, data_iterator=iters if len(iters) > 1 else iters[0],
-            model=self.chunks, num_microbatches=num_micro, seq_length=self.cfg.data.seq_length,
-            micro_batch_size=mbs, forward_only=False,
+            model=self.chunks, num_microbatches=num_micro, seq_length=seq,
+            micro_batch_size=shape_mbs, forward_only=False,
         )
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this step applies
         _, grad_norm, _ = self.optimizer.step()

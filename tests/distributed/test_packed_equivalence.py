@@ -52,3 +52,21 @@ def test_sdpa_on_plain_batches_matches_unfused(separate, toy_config, tmp_path):
     packed_train("separate", toy_config, [f"train.run_dir={tmp_path / 'run'}", *common,
                                           "train.attention=sdpa"], 1, tmp_path / "run.log")
     assert_same_trajectory(metrics(tmp_path / "run"), ref, ["train.attention=sdpa"])
+
+
+@pytest.mark.parametrize("layout,nproc", [([], 1), (["parallel.pp=2"], 2)], ids=["pp1", "pp2"])
+def test_several_rows_per_micro_batch_equal_one(sft_config, tmp_path, layout, nproc):
+    """train.micro_batch_size=2 on packed rows (two rows as one THD sequence of 2·seq tokens)
+    equals one row per micro-batch: same rows per step, per-token loss normalization. At PP=2
+    the stages exchange [2·seq, 1, h] activations."""
+    init = tmp_path / "init"
+    train(sft_config, [f"train.run_dir={init}", "train.steps=0"], 1, tmp_path / "init.log")
+    common = [f"checkpoint.load={init / 'checkpoints'}", "train.steps=3",
+              "train.global_batch_size=4", "checkpoint.save_interval=null"]
+    train(sft_config, [*common, "train.micro_batch_size=1", f"train.run_dir={tmp_path / 'one'}"],
+          1, tmp_path / "one.log")
+    train(sft_config, [*common, "train.micro_batch_size=2", *layout,
+                       f"train.run_dir={tmp_path / 'two'}"], nproc, tmp_path / "two.log")
+    ref, got = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert sorted(ref) == [1, 2, 3]
+    assert_same_trajectory(got, ref, ["micro_batch_size=2", *layout])

@@ -70,8 +70,21 @@ def test_samples_depend_only_on_seed_and_index(docs):
     batch = a.batch([7])
     assert batch["tokens"].shape == (1, SEQ)
     assert not batch["cu_seqlens"].dtype.is_floating_point
-    with pytest.raises(ValueError, match="micro_batch_size=1"):
-        a.batch([0, 1])
+
+
+
+def test_a_micro_batch_of_rows_is_one_longer_thd_row(docs):
+    blend, _ = docs
+    data = PackedRows(blend, SEQ, seed=5)
+    rows = [data.row(k) for k in (3, 4)]
+    batch = data.batch([3, 4])
+    assert batch["tokens"].shape == (1, 2 * SEQ)
+    for key in ("tokens", "labels", "loss_mask", "position_ids"):
+        assert batch[key][0].tolist() == np.concatenate([r[key] for r in rows]).tolist()
+    cu = batch["cu_seqlens"][0].tolist()
+    first, second = (np.asarray(r["cu_seqlens"]).tolist() for r in rows)
+    # each row's boundaries (ending at its capacity: padding is a segment), the second shifted
+    assert first[-1] == SEQ and cu == first + [c + SEQ for c in second[1:]]
 
 
 def test_concat_windows_are_a_permutation_of_the_stream(docs):
