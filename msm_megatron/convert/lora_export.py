@@ -122,21 +122,24 @@ def export_merged(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | None =
         raise ConfigError(f"{ckpt_dir}: this LoRA run started from a random base (no "
                           "checkpoint.load), so there are no base weights to merge into")
     megatron_to_hf(chain["base"], out_dir, dtype=dtype, hf_assets=hf_assets, progress=progress)
-    deltas: dict[str, torch.Tensor] = {}
+    # Only the small A/B pairs are held; each fp64 delta exists while its weight is patched.
+    pending: dict[str, list[tuple[float, dict]]] = {}
     for adapter_dir in [*chain["merged"], ckpt_dir]:
         lora, adapters = read_adapters(adapter_dir)
         scale = lora["alpha"] / lora["rank"]
         for name, parts in adapters.items():
-            delta = scale * (parts["B"].double() @ parts["A"].double())
-            key = f"{name}.weight"
-            deltas[key] = deltas[key] + delta if key in deltas else delta
+            pending.setdefault(f"{name}.weight", []).append((scale, parts))
     for shard in sorted(out_dir.glob("*.safetensors")):
         tensors = load_file(str(shard))
-        touched = [k for k in tensors if k in deltas]
+        touched = [k for k in tensors if k in pending]
         for key in touched:
-            tensors[key] = (tensors[key].double() + deltas.pop(key)).to(tensors[key].dtype)
+            delta = None
+            for scale, parts in pending.pop(key):
+                term = scale * (parts["B"].double() @ parts["A"].double())
+                delta = term if delta is None else delta + term
+            tensors[key] = (tensors[key].double() + delta).to(tensors[key].dtype)
         if touched:
             save_file(tensors, str(shard), metadata={"format": "pt"})
-    if deltas:
-        raise ConfigError(f"{out_dir}: exported base lacks {sorted(deltas)[:3]} …")
+    if pending:
+        raise ConfigError(f"{out_dir}: exported base lacks {sorted(pending)[:3]} …")
     return out_dir
