@@ -127,9 +127,11 @@ def _add_lora(spec, cfg: Config) -> None:
     """Swap the four linears of the local spec for their LoRA versions (models/lora.py)."""
     import functools
 
+    from msm_megatron.flops import projection_shapes
     from msm_megatron.models import lora
 
-    settings = lora.LoRASettings(rank=cfg.lora.rank, alpha=cfg.lora.alpha,
+    shapes = tuple((p, i, o) for p, (i, o) in projection_shapes(cfg.model).items())
+    settings = lora.LoRASettings(rank=cfg.lora.rank, alpha=cfg.lora.alpha, shapes=shapes,
                                  targets=tuple(cfg.lora.targets), seed=cfg.lora.seed)
     attn, mlp = spec.submodules.self_attention.submodules, spec.submodules.mlp
     # megatron-core 0.19 wraps the MLP as partial(MLP.as_mlp_submodule, submodules=...)

@@ -62,6 +62,8 @@ class LoRASettings:
 
     rank: int
     alpha: float
+    # (projection, in, out) of the whole model's layers: msm_megatron.flops.projection_shapes
+    shapes: tuple[tuple[str, int, int], ...]
     targets: tuple[str, ...] = HF_PROJECTIONS
     seed: int = 0
 
@@ -92,25 +94,19 @@ class _LoRAMixin:
         self._setup_lora(lora)
 
     def _setup_lora(self, settings: LoRASettings) -> None:
-        cfg = self.config
         self.lora = settings
         self.lora_targets = tuple(p for p in FUSED[self.fused_name] if p in settings.targets)
         tp = self.tp_group.size() if self.tp_group is not None else 1
-        d = cfg.kv_channels
-        out_widths = {"q_proj": cfg.num_attention_heads * d,
-                      "k_proj": cfg.num_query_groups * d, "v_proj": cfg.num_query_groups * d,
-                      "o_proj": cfg.hidden_size, "gate_proj": cfg.ffn_hidden_size,
-                      "up_proj": cfg.ffn_hidden_size, "down_proj": cfg.hidden_size}
-        in_widths = {"o_proj": cfg.num_attention_heads * d, "down_proj": cfg.ffn_hidden_size}
+        shapes = {proj: (full_in, full_out) for proj, full_in, full_out in settings.shapes}
         self.lora_in_full = {}
         device = self.weight.device
         for proj in self.lora_targets:
-            full_in = in_widths.get(proj, cfg.hidden_size)
+            full_in, full_out = shapes[proj]
             self.lora_in_full[proj] = full_in
             if self.column:
-                a_shape, b_shape = (settings.rank, full_in), (out_widths[proj] // tp, settings.rank)
+                a_shape, b_shape = (settings.rank, full_in), (full_out // tp, settings.rank)
             else:
-                a_shape, b_shape = (settings.rank, full_in // tp), (out_widths[proj], settings.rank)
+                a_shape, b_shape = (settings.rank, full_in // tp), (full_out, settings.rank)
             for part, shape in (("A", a_shape), ("B", b_shape)):
                 param = torch.nn.Parameter(torch.zeros(shape, dtype=torch.float32, device=device))
                 self.register_parameter(f"{PREFIX}{proj}_{part}", param)
@@ -240,12 +236,18 @@ def lora_layers(model) -> list[tuple[int, str, _LoRAMixin]]:
     return found
 
 
+def reset_adapters(model) -> None:
+    """Fresh adapters everywhere: seeded A, B = 0 (the model then computes its base)."""
+    for layer_number, _, module in lora_layers(model):
+        module.init_lora(layer_number)
+
+
 def prepare_lora_model(model) -> None:
     """Freeze everything but the adapters and initialise them (before mixed-precision wraps)."""
     for param in model.parameters():
         param.requires_grad_(False)
-    for layer_number, _, module in lora_layers(model):
-        module.init_lora(layer_number)
+    reset_adapters(model)
+    for _, _, module in lora_layers(model):
         for param in module.lora_parameters().values():
             param.requires_grad_(True)
 

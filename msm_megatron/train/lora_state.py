@@ -65,7 +65,7 @@ def start(cfg: Config, chunks, source: Path) -> tuple[dict, str]:
     """Initialise a new LoRA run from ``checkpoint.load``; returns its chain and a note."""
     from megatron.core.utils import unwrap_model
 
-    from msm_megatron.models.lora import lora_layers, merge_adapters
+    from msm_megatron.models.lora import merge_adapters, reset_adapters
 
     if not is_adapter_checkpoint(source):
         ckpt.load_model_weights(chunks, source)
@@ -77,7 +77,6 @@ def start(cfg: Config, chunks, source: Path) -> tuple[dict, str]:
         return parent, f"continuing the LoRA adapter of {source}"
     for model in unwrap_model(chunks):
         merge_adapters(model)
-        for layer_number, _, module in lora_layers(model):
-            module.init_lora(layer_number)  # a fresh adapter: seeded A, B = 0
+        reset_adapters(model)
     return ({"base": parent["base"], "merged": [*parent["merged"], str(Path(source).resolve())]},
             f"merged the LoRA adapter of {source} into the base; training a new adapter")
