@@ -163,8 +163,9 @@ LORA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pro
 class LoRAConfig:
     """LoRA adapters on the frozen base (``rank`` 0 = full-parameter training; docs/lora.md).
 
-    ``targets`` are HF projection names; ``alpha / rank`` scales the update. Adapters (and their
-    optimizer state) are fp32; the base keeps ``train.precision``.
+    ``targets`` are HF projection names; ``alpha / rank`` scales the update. Adapters train in
+    fp32 (fp32 master copies and Adam state; the update computed in fp32); the frozen base keeps
+    ``train.precision``.
     """
 
     rank: int = 0

@@ -21,9 +21,9 @@ kernel        plain causal batches (``sbhd``)                   packed sequences
 ``auto`` (the default) picks per input form: on CUDA, SDPA-flash for plain batches and
 ``varlen`` for packed ones (``flex`` where this torch has no ``varlen_attn``, masked SDPA where it
 has neither); on CPU the unfused reference, which the equivalence tests are built on. See
-:func:`resolve_kernel`. Every kernel computes the same function (``tests/unit/test_attention.py``
-compares each with the unfused reference); GPTModel's THD path (per-sequence rotary positions from
-``cu_seqlens``) runs unchanged, so packed training equals training each sequence on its own.
+:func:`resolve_kernel`. Every kernel computes the same function
+(``tests/integration/test_attention_kernels.py`` compares each with the unfused reference), and
+packed training equals training each sequence on its own.
 
 **Rotary embeddings live here too** (local spec only: GPTModel is built with
 ``position_embedding_type="none"``). Megatron's THD rotary path applies RoPE one packed sequence at
@@ -233,8 +233,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 # ----------------------------------------------------------------------------- the module
 
 
-def _expand_kv(x: torch.Tensor, groups: int, head_dim: int) -> torch.Tensor:
-    return x if groups == 1 else x.repeat_interleave(groups, dim=head_dim)
+def _expand_kv(x: torch.Tensor, groups: int, heads_dim: int) -> torch.Tensor:
+    """Repeat each KV head for its ``groups`` query heads (kernels without GQA support)."""
+    return x if groups == 1 else x.repeat_interleave(groups, dim=heads_dim)
 
 
 class CoreAttention(DotProductAttention):
