@@ -247,10 +247,11 @@ def load(cfg: Config, chunks, optimizer, scheduler, path: Path) -> TrainState:
         _check_optimizer_format(meta, cfg, path)
         prepare_for_loading(optimizer)
     same_layout = meta["layout"] == _layout()
+    keep = model_keys(cfg)
     sd = sharded_state(chunks, optimizer, scheduler, TrainState(), is_loading=True,
-                       with_rng=same_layout, keep=model_keys(cfg))
+                       with_rng=same_layout, keep=keep)
     loaded = dist_checkpointing.load(sd, str(path))
-    _load_models(chunks, loaded, strict=model_keys(cfg) is None, needed=model_keys(cfg))
+    _load_models(chunks, loaded, strict=keep is None, needed=keep)
     if optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])
         finish_loading(optimizer)
