@@ -3,7 +3,8 @@
 A tiny random Qwen3 (head_dim 32, as vLLM's CPU attention needs) goes HF → Megatron → HF through
 our converters; vLLM's offline engine then has to agree with HF transformers on that export:
 greedy replies to the agentic prompts token for token, answer-letter log-probabilities, a LoRA
-adapter arm against the same adapter merged in transformers; and its ``n``-sample requests
+adapter arm against the same adapter merged in transformers, a LoRA run trained in Megatron and
+exported as a PEFT adapter against its own merged export; and its ``n``-sample requests
 must draw sample ``i`` with seed ``seed + i`` however the samples are grouped (what makes a
 resumed sweep equal an uninterrupted one).
 """
@@ -137,6 +138,46 @@ def test_lora_adapter_arm_equals_merged_adapter(export, engines, tmp_path):
     with_adapter = vllm_runner(adapter, 0.0, engines).generate(batches)
     assert with_adapter == HFRunner(merged, MAX_NEW, 0.0).generate(batches)
     assert with_adapter != base  # the adapter changed the model
+
+
+def test_megatron_lora_export_serves_in_vllm(export, engines, tmp_path):
+    """A LoRA run trained in Megatron on the HF export, written out by ``msm convert
+    lora-export``: vLLM serves the PEFT adapter (a LoRARequest on the HF base) and its greedy
+    replies equal HF transformers on the ``--merged`` export of the same checkpoint."""
+    from msm_megatron.cli import resolve_config
+    from msm_megatron.config import save_yaml
+    from msm_megatron.convert.lora_export import export_merged
+    from msm_megatron.data.prepare import prepare_jsonl
+    from msm_megatron.data.tokenizers import load_tokenizer
+    from tests.distributed.launch import train
+
+    prefix = tmp_path / "corpus"
+    prepare_jsonl([REPO / "examples" / "corpus" / "demo_corpus.jsonl"], load_tokenizer(export),
+                  prefix, workers=1, progress=False)
+    cfg = resolve_config("qwen3_toy_midtrain", [
+        f"data.prepared=[{prefix}]", "data.seq_length=64", "train.micro_batch_size=2",
+        "train.global_batch_size=4", "train.precision=fp32", "train.steps=3",
+        "lora.rank=8", "lora.alpha=16", "optim.lr=2e-2", "optim.min_lr=0",
+        f"checkpoint.load={export}", f"train.run_dir={tmp_path / 'run'}",
+        "log.progress_bar=false", "log.tensorboard=false"], model_from_hf=str(export))
+    save_yaml(cfg, tmp_path / "lora.yaml")
+    train(tmp_path / "lora.yaml", [], 1, tmp_path / "train.log")
+    iter_dir = tmp_path / "run" / "checkpoints" / "iter_0000003"
+    adapter = tmp_path / "adapter"
+    done = subprocess.run([sys.executable, "-m", "msm_megatron.cli", "convert", "lora-export",
+                           str(iter_dir), str(adapter)], cwd=REPO, env=run_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((adapter / "adapter_config.json").read_text())[
+        "base_model_name_or_path"] == str(export.resolve())
+    merged = export_merged(iter_dir, tmp_path / "merged", progress=False)
+    for item in export.glob("*token*"):
+        shutil.copy2(item, merged / item.name)
+
+    batches = agentic_batches()[:3]
+    with_adapter = vllm_runner(adapter, 0.0, engines).generate(batches)
+    assert with_adapter == HFRunner(merged, MAX_NEW, 0.0).generate(batches)
+    assert with_adapter != vllm_runner(export, 0.0, engines).generate(batches)
 
 
 def test_generation_backend_greedy_equals_hf(export):
