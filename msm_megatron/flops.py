@@ -11,17 +11,27 @@ from __future__ import annotations
 from msm_megatron.config import ModelConfig
 
 
+def projection_shapes(model: ModelConfig) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each HF projection of one layer (``q_proj`` … ``down_proj``)."""
+    h, d, i = model.hidden_size, model.kv_channels, model.intermediate_size
+    q, kv = model.num_attention_heads * d, model.num_key_value_heads * d
+    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+
+def _weights(model: ModelConfig, projections: tuple[str, ...]) -> int:
+    shapes = projection_shapes(model)
+    return sum(shapes[p][0] * shapes[p][1] for p in projections)
+
+
 def attention_params(model: ModelConfig) -> int:
     """Weights of one attention block's projections (q, k, v, o), GQA-aware, without biases."""
-    h, d = model.hidden_size, model.kv_channels
-    q_width = model.num_attention_heads * d
-    kv_width = model.num_key_value_heads * d
-    return h * q_width + 2 * h * kv_width + q_width * h
+    return _weights(model, ("q_proj", "k_proj", "v_proj", "o_proj"))
 
 
 def mlp_params(model: ModelConfig) -> int:
     """Weights of one gated (SwiGLU) MLP: gate, up and down projections."""
-    return 3 * model.hidden_size * model.intermediate_size
+    return _weights(model, ("gate_proj", "up_proj", "down_proj"))
 
 
 def layer_params(model: ModelConfig) -> int:
@@ -52,6 +62,12 @@ def param_count(model: ModelConfig, vocab_size: int | None = None) -> int:
     return embedding + model.num_layers * layer_params(model) + model.hidden_size + head
 
 
+def matmul_params(model: ModelConfig) -> int:
+    """Weights of the per-token matmuls: ``L · (P_attn + P_mlp) + h · V`` (LM head included)."""
+    return (model.num_layers * (attention_params(model) + mlp_params(model))
+            + model.hidden_size * model.vocab_size)
+
+
 def model_flops_per_token(model: ModelConfig, seq_length: int) -> float:
     """Training FLOPs per token (forward + backward), the MFU numerator.
 
@@ -76,18 +92,9 @@ def model_flops_per_token(model: ModelConfig, seq_length: int) -> float:
     Returns:
         FLOPs per trained token.
     """
-    matmul = model.num_layers * (attention_params(model) + mlp_params(model))
-    matmul += model.hidden_size * model.vocab_size
+    matmul = matmul_params(model)
     attention = 12 * model.num_layers * seq_length * model.num_attention_heads * model.kv_channels
     return float(6 * matmul + attention)
-
-
-def projection_shapes(model: ModelConfig) -> dict[str, tuple[int, int]]:
-    """(in, out) features of each HF projection of one layer (``q_proj`` … ``down_proj``)."""
-    h, d, i = model.hidden_size, model.kv_channels, model.intermediate_size
-    q, kv = model.num_attention_heads * d, model.num_key_value_heads * d
-    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
 
 def lora_param_count(model: ModelConfig, rank: int, targets=None) -> int:
@@ -105,6 +112,4 @@ def lora_flops_per_token(model: ModelConfig, seq_length: int, rank: int, targets
     :func:`model_flops_per_token`; each adapter weight costs the full 6.
     """
     full = model_flops_per_token(model, seq_length)
-    matmul = model.num_layers * (attention_params(model) + mlp_params(model))
-    matmul += model.hidden_size * model.vocab_size
-    return full - 2 * matmul + 6 * lora_param_count(model, rank, targets)
+    return full - 2 * matmul_params(model) + 6 * lora_param_count(model, rank, targets)

@@ -44,7 +44,6 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-PEAK_TFLOPS = 989.0
 QWEN3 = {"model_type": "qwen3", "vocab_size": 151936, "head_dim": 128, "num_hidden_layers": 28,
          "num_attention_heads": 16, "num_key_value_heads": 8, "max_position_embeddings": 40960,
          "rope_theta": 1000000, "rms_norm_eps": 1e-6, "tie_word_embeddings": True}
@@ -362,12 +361,14 @@ def run_row(row: str, model: str, args) -> dict:
 
 def metrics(result: dict, model: str, seq: int) -> dict:
     """tokens/s, TFLOP/s and MFU of one training row."""
+    from msm_megatron.config import LogConfig
     from msm_megatron.flops import model_flops_per_token
     from msm_megatron.models.hf_config import model_config_from_hf
 
     tps = result["tokens_per_step"] / result["seconds"]
     tflops = tps * model_flops_per_token(model_config_from_hf(MODELS[model]), seq) / 1e12
-    return {"tokens_per_s": tps, "tflops": tflops, "mfu": tflops / PEAK_TFLOPS}
+    # the trainer's MFU denominator (log.peak_tflops: H100 SXM dense bf16)
+    return {"tokens_per_s": tps, "tflops": tflops, "mfu": tflops / LogConfig().peak_tflops}
 
 
 def format_table(results: list[dict], seq: int) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from msm_megatron.config import ConfigError
+from msm_megatron.convert.engine import CONVERT_META, RUN_META
 from msm_megatron.convert.megatron_io import MegatronCheckpoint
 from msm_megatron.models.lora import FUSED, HF_MODULE
 
@@ -35,9 +36,9 @@ _MEGATRON_MODULE = {"linear_qkv": "self_attention", "linear_proj": "self_attenti
 
 
 def _run_config(ckpt_dir: Path) -> dict:
-    meta = Path(ckpt_dir) / "msm_meta.json"
+    meta = Path(ckpt_dir) / RUN_META
     if not meta.exists():
-        raise ConfigError(f"{ckpt_dir}: no msm_meta.json — pass an iter_XXXXXXX directory of a "
+        raise ConfigError(f"{ckpt_dir}: no {RUN_META} — pass an iter_XXXXXXX directory of a "
                           "LoRA training run")
     config = json.loads(meta.read_text())["config"]
     if not config.get("lora", {}).get("rank"):
@@ -68,8 +69,6 @@ def read_adapters(ckpt_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 def _hf_source(base: str | None) -> str | None:
     """The HF model a base checkpoint was converted from (what vLLM needs), else the base."""
-    from msm_megatron.convert.engine import CONVERT_META
-
     meta = Path(base) / CONVERT_META if base else None
     if meta is not None and meta.exists():
         return json.loads(meta.read_text()).get("source", base)

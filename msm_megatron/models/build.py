@@ -108,19 +108,26 @@ def layer_spec(cfg: Config):
                 "this run uses Transformer Engine's fused attention (train.spec="
                 f"{cfg.train.spec}); set train.attention=auto or train.spec=local")
         return specs.get_gpt_layer_with_transformer_engine_spec(qk_layernorm=cfg.model.qk_norm)
-    from msm_megatron.models.attention import Rope, core_attention_builder
+    from msm_megatron.models.attention import core_attention_builder
 
-    m = cfg.model
-    rope = Rope(kv_channels=m.kv_channels, base=m.rope_theta,
-                max_positions=m.max_position_embeddings,
-                scaling=m.rope_scaling_factor is not None,
-                scaling_factor=m.rope_scaling_factor or 8.0)
-    spec = specs.get_gpt_layer_local_spec(qk_layernorm=m.qk_norm, normalization="RMSNorm")
+    spec = specs.get_gpt_layer_local_spec(qk_layernorm=cfg.model.qk_norm, normalization="RMSNorm")
     spec.submodules.self_attention.submodules.core_attention = core_attention_builder(
-        cfg.train.attention, rope)
+        cfg.train.attention, rope_settings(cfg))
     if cfg.lora.rank:
         _add_lora(spec, cfg)
     return spec
+
+
+def rope_settings(cfg: Config):
+    """The model's RoPE (:class:`~msm_megatron.models.attention.Rope`): what CoreAttention applies
+    on the local spec and what GPTModel's own rotary gets on the TE spec."""
+    from msm_megatron.models.attention import Rope
+
+    m = cfg.model
+    return Rope(kv_channels=m.kv_channels, base=m.rope_theta,
+                max_positions=m.max_position_embeddings,
+                scaling=m.rope_scaling_factor is not None,
+                scaling_factor=m.rope_scaling_factor or 8.0)
 
 
 def _add_lora(spec, cfg: Config) -> None:
@@ -156,6 +163,7 @@ def build_model_chunks(cfg: Config) -> list:
     # Local spec: RoPE is applied inside CoreAttention (per-token positions, no host syncs);
     # TE spec: Megatron's rotary (TE's fused kernels, THD included).
     rope_type = "rope" if use_te_spec(cfg) else "none"
+    rope = rope_settings(cfg)
     vocab = padded_vocab_size(cfg.model, cfg.parallel.tp)
     chunks = []
     for vp_stage in range(cfg.parallel.vpp or 1):
@@ -166,9 +174,8 @@ def build_model_chunks(cfg: Config) -> list:
             pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp),
             post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp),
             share_embeddings_and_output_weights=cfg.model.tie_word_embeddings,
-            position_embedding_type=rope_type, rotary_base=int(cfg.model.rope_theta),
-            rope_scaling=cfg.model.rope_scaling_factor is not None,
-            rope_scaling_factor=cfg.model.rope_scaling_factor or 8.0,
+            position_embedding_type=rope_type, rotary_base=int(rope.base),
+            rope_scaling=rope.scaling, rope_scaling_factor=rope.scaling_factor,
             parallel_output=True, vp_stage=vp,
         )
         if cfg.lora.rank:

@@ -46,8 +46,10 @@ from megatron.core.tensor_parallel.layers import (
     set_tensor_model_parallel_attributes,
 )
 from megatron.core.transformer.utils import make_sharded_tensors_for_checkpoint
+from megatron.core.utils import get_pg_rank, get_pg_size
 
-HF_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from msm_megatron.config import LORA_PROJECTIONS
+
 # Megatron linear → the HF projections it fuses, in fused order.
 FUSED = {"linear_qkv": ("q_proj", "k_proj", "v_proj"), "linear_proj": ("o_proj",),
          "linear_fc1": ("gate_proj", "up_proj"), "linear_fc2": ("down_proj",)}
@@ -64,7 +66,7 @@ class LoRASettings:
     alpha: float
     # (projection, in, out) of the whole model's layers: msm_megatron.flops.projection_shapes
     shapes: tuple[tuple[str, int, int], ...]
-    targets: tuple[str, ...] = HF_PROJECTIONS
+    targets: tuple[str, ...] = tuple(LORA_PROJECTIONS)
     seed: int = 0
 
     @property
@@ -96,7 +98,7 @@ class _LoRAMixin:
     def _setup_lora(self, settings: LoRASettings) -> None:
         self.lora = settings
         self.lora_targets = tuple(p for p in FUSED[self.fused_name] if p in settings.targets)
-        tp = self.tp_group.size() if self.tp_group is not None else 1
+        tp = get_pg_size(self.tp_group)
         shapes = {proj: (full_in, full_out) for proj, full_in, full_out in settings.shapes}
         self.lora_in_full = {}
         device = self.weight.device
@@ -120,8 +122,7 @@ class _LoRAMixin:
 
     def init_lora(self, layer_number: int) -> None:
         """A from the seeded full matrix (this rank's slice), B = 0."""
-        tp = self.tp_group.size() if self.tp_group is not None else 1
-        rank = self.tp_group.rank() if self.tp_group is not None else 0
+        tp, rank = get_pg_size(self.tp_group), get_pg_rank(self.tp_group)
         with torch.no_grad():
             for proj in self.lora_targets:
                 a = initial_a(self.lora, layer_number, proj, self.lora_in_full[proj])
@@ -189,7 +190,7 @@ class LoRAColumnParallelLinear(_LoRAMixin, ColumnParallelLinear):
 
     def _assemble(self, updates: dict, lead: tuple, device) -> torch.Tensor:
         """Per-projection tensors [*lead, width] → this rank's fused layout [*lead, out/tp]."""
-        cfg, tp = self.config, (self.tp_group.size() if self.tp_group is not None else 1)
+        cfg, tp = self.config, get_pg_size(self.tp_group)
 
         def part(proj: str, width: int) -> torch.Tensor:
             got = updates.get(proj)

@@ -26,7 +26,6 @@ from msm_megatron.recipes.qwen2 import QWEN2_5_14B, QWEN2_5_32B
 from msm_megatron.recipes.qwen3 import QWEN3_14B, QWEN3_32B
 from msm_megatron.recipes.stages import build_recipe, layout_text
 
-PAPER_LORA = LoRAConfig(rank=64, alpha=128.0, dropout=0.0)
 MODELS = {
     "qwen3_14b": (QWEN3_14B, "Qwen/Qwen3-14B", {"tp": 2, "world_size": 4}),
     "qwen3_32b": (QWEN3_32B, "Qwen/Qwen3-32B", {"tp": 4, "world_size": 4}),
@@ -47,8 +46,8 @@ def lora_recipe(name: str, shape: dict, stage: str, *, hf_path: str, tp: int,
         "parallel.sequence_parallel=false", "parallel.overlap_param_gather=false",
         "parallel.distributed_optimizer=false", "parallel.overlap_grad_reduce=false",
     ])
-    cfg.lora = LoRAConfig(rank=PAPER_LORA.rank, alpha=PAPER_LORA.alpha,
-                          dropout=PAPER_LORA.dropout, on_load="continue")
+    # the paper's adapter: r=64, alpha=128, no dropout, all seven projections (the default)
+    cfg.lora = LoRAConfig(rank=64, alpha=128.0, dropout=0.0, on_load="continue")
     return cfg
 
 
