@@ -113,13 +113,17 @@ class OptimConfig:
 class TrainConfig:
     """Batch sizes, duration, precision and memory-saving options.
 
-    Duration: ``steps`` wins if set, else ``tokens`` (a token budget, as midtraining is sized).
+    Duration: ``steps`` wins if set, else ``tokens`` (a token budget, as midtraining is sized),
+    else ``epochs`` of the stage's data (the paper's unit: one epoch of AFT). An epoch is every
+    sample of one pass over ``data.prepared``: concat windows, or packed rows in packed mode;
+    its steps are ``ceil(epochs × samples / global_batch_size)``, counted from the data.
     """
 
     micro_batch_size: int = 1
     global_batch_size: int = 64
     steps: int | None = None
     tokens: int | None = None
+    epochs: float | None = None
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     fp8: Literal["delayed", "tensorwise", "blockwise", "mxfp8"] | None = None
     fp8_first_last_bf16: bool = False

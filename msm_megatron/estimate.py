@@ -170,15 +170,20 @@ def estimate_memory(cfg: Config, world_size: int, flash_attention: bool = True) 
 
 def _header_lines(cfg: Config, world_size: int) -> list[str]:
     p, t, m = cfg.parallel, cfg.train, cfg.model
-    layout = derive_layout(cfg, world_size)
+    samples, epoch_note = epoch_budget(cfg)
+    layout = derive_layout(cfg, world_size, samples)
     seq, tps = cfg.data.seq_length, layout["tokens_per_step"]
     flops = model_flops_per_token(m, seq)
     if t.steps is not None:
         duration = f"{t.steps} steps (train.steps) = {t.steps * tps:,} tokens"
     elif t.tokens is not None:
         duration = f"{t.tokens:,} tokens (train.tokens) -> {layout['total_steps']} steps"
+    elif t.epochs is not None:
+        duration = f"{t.epochs:g} epoch(s) (train.epochs) of data.prepared{epoch_note}"
+        if layout["total_steps"] is not None:
+            duration += f" -> {layout['total_steps']} steps"
     else:
-        duration = "not set (train.steps or train.tokens)"
+        duration = "not set (train.steps, train.tokens or train.epochs)"
     vocab = padded_vocab_size(m, p.tp)
     return [
         f"{cfg.name}: {m.arch}, {_count(param_count(m))} params, {m.num_layers} layers, "
@@ -194,6 +199,26 @@ def _header_lines(cfg: Config, world_size: int) -> list[str]:
         f"distributed optimizer {'on' if p.distributed_optimizer else 'off'}, "
         f"sequence parallel {'on' if p.sequence_parallel else 'off'}",
     ] + _lora_lines(cfg)
+
+
+def epoch_budget(cfg: Config) -> tuple[int | None, str]:
+    """(samples of ``train.epochs``, a note for the duration line) — counted from the prepared
+    data when epochs decide the length and the data exists; (None, why not) otherwise."""
+    from pathlib import Path
+
+    from msm_megatron.validate import duration_unit
+
+    if duration_unit(cfg) != "epochs":
+        return None, ""
+    missing = [p for p in cfg.data.prepared if not Path(f"{p}.idx").is_file()]
+    if not cfg.data.prepared or missing:
+        return None, (" (steps are counted once the data is prepared"
+                      + (f"; missing {missing[0]}.idx)" if missing else ")"))
+    from msm_megatron.data.datasets import build_dataset, epoch_samples
+
+    samples = epoch_samples(cfg, build_dataset(cfg.data))
+    unit = "packed rows" if cfg.data.mode == "packed" else "windows"
+    return samples, f" = {samples:,} {unit} of {cfg.data.seq_length} tokens"
 
 
 def _lora_lines(cfg: Config) -> list[str]:

@@ -168,12 +168,15 @@ def _check_te_features(cfg: Config, world_size: int, te_available: bool) -> list
 def _check_training(cfg: Config, world_size: int) -> list[str]:
     t, o, m, p = cfg.train, cfg.optim, cfg.model, cfg.parallel
     errors = []
-    if t.steps is None and t.tokens is None:
-        errors.append("set a training duration: train.steps or train.tokens (a token budget)")
+    if t.steps is None and t.tokens is None and t.epochs is None:
+        errors.append("set a training duration: train.steps, train.tokens (a token budget) or "
+                      "train.epochs (passes over data.prepared)")
     if t.steps is not None and t.steps < 0:
         errors.append(f"train.steps={t.steps} must be ≥ 0 (0 saves the initial weights only)")
     if t.tokens is not None and t.tokens < 1:
         errors.append(f"train.tokens={t.tokens} must be ≥ 1")
+    if t.epochs is not None and not t.epochs > 0:
+        errors.append(f"train.epochs={t.epochs} must be > 0")
     d = cfg.data
     if d.weights is not None and len(d.weights) != len(d.prepared):
         errors.append(f"data.weights has {len(d.weights)} entries for {len(d.prepared)} "
@@ -260,13 +263,27 @@ def validate(cfg: Config, world_size: int, te_available: bool) -> None:
         raise ConfigError(f"config '{cfg.name}' has {len(errors)} problems:\n{listing}")
 
 
-def derive_layout(cfg: Config, world_size: int) -> dict:
+def duration_unit(cfg: Config) -> str | None:
+    """Which duration field decides the run's length: ``steps``, ``tokens`` or ``epochs``
+    (that order of precedence), or None when none is set."""
+    t = cfg.train
+    return next((k for k in ("steps", "tokens", "epochs") if getattr(t, k) is not None), None)
+
+
+def derive_layout(cfg: Config, world_size: int, epoch_samples: int | None = None) -> dict:
     """Derived sizes for a launch on ``world_size`` ranks.
+
+    Args:
+        cfg: The run's config.
+        world_size: Ranks of the launch.
+        epoch_samples: The samples ``train.epochs`` passes over the data hold (the dataset's
+            ``samples_in_epochs``); needed only when epochs decide the duration.
 
     Returns:
         ``dp``, ``num_microbatches`` (global / (micro·dp)), ``tokens_per_step``
         (global batch × seq length) and ``total_steps`` (``train.steps`` if set, else
-        ``ceil(train.tokens / tokens_per_step)``; None when neither is set).
+        ``ceil(train.tokens / tokens_per_step)``, else ``ceil(epoch_samples / global batch)``;
+        None when no duration is set, or epochs decide it and ``epoch_samples`` is unknown).
 
     Raises:
         ConfigError: the world is not divisible by tp·pp·cp, or the global batch by micro × dp.
@@ -277,15 +294,22 @@ def derive_layout(cfg: Config, world_size: int) -> dict:
         raise ConfigError(errors[0])
     dp = world_size // (p.tp * p.pp * p.cp)
     tokens_per_step = t.global_batch_size * cfg.data.seq_length
-    if t.steps is not None:
-        total_steps = t.steps
-    elif t.tokens is not None:
-        total_steps = math.ceil(t.tokens / tokens_per_step)
-    else:
-        total_steps = None
     return {
         "dp": dp,
         "num_microbatches": t.global_batch_size // (t.micro_batch_size * dp),
         "tokens_per_step": tokens_per_step,
-        "total_steps": total_steps,
+        "total_steps": total_steps(cfg, epoch_samples),
     }
+
+
+def total_steps(cfg: Config, epoch_samples: int | None = None) -> int | None:
+    """The run's optimizer steps (see :func:`derive_layout`)."""
+    t = cfg.train
+    unit = duration_unit(cfg)
+    if unit == "steps":
+        return t.steps
+    if unit == "tokens":
+        return math.ceil(t.tokens / (t.global_batch_size * cfg.data.seq_length))
+    if unit == "epochs" and epoch_samples is not None:
+        return math.ceil(epoch_samples / t.global_batch_size)
+    return None

@@ -45,6 +45,16 @@ def build_dataset(data: DataConfig, vocab_size: int | None = None):
                       "`msm data prepare`)")
 
 
+def epoch_samples(cfg, dataset) -> int | None:
+    """The samples of ``train.epochs`` passes over ``dataset`` when epochs decide the run's
+    length (see :func:`~msm_megatron.validate.derive_layout`), else None."""
+    from msm_megatron.validate import duration_unit
+
+    if duration_unit(cfg) != "epochs":
+        return None
+    return dataset.samples_in_epochs(cfg.train.epochs)
+
+
 def _check_vocab(prefixes: list[str], vocab_size: int | None) -> None:
     import json
     from pathlib import Path
@@ -78,6 +88,18 @@ class _Epochs:
             self._starts.append(self._starts[-1] + count)
         epoch = int(np.searchsorted(self._starts, sample, side="right")) - 1
         return self._built[epoch], sample - self._starts[epoch]
+
+    def samples_in(self, epochs: float, build) -> int:
+        """Samples in the first ``epochs`` epochs (a fractional last epoch is floored)."""
+        whole, frac = int(epochs), epochs - int(epochs)
+        while len(self._built) < whole + (frac > 0):
+            payload, count = build(len(self._built))
+            self._built.append(payload)
+            self._starts.append(self._starts[-1] + count)
+        total = self._starts[whole]
+        if frac > 0:
+            total += int(frac * (self._starts[whole + 1] - self._starts[whole]))
+        return total
 
     def order(self, epoch: int, n: int) -> np.ndarray:
         return np.random.default_rng([self.seed, 7919, epoch]).permutation(n)
@@ -119,6 +141,10 @@ class PackedRows:
                                 pad_id=self.pad_id))
         return [rows[i] for i in self._epochs.order(epoch, len(rows))], len(rows)
 
+    def samples_in_epochs(self, epochs: float) -> int:
+        """Packed rows in ``epochs`` passes over the data (what ``train.epochs`` counts)."""
+        return self._epochs.samples_in(epochs, self._build)
+
     def row(self, sample: int) -> dict:
         """Row ``sample`` of the run (numpy arrays)."""
         table, i = self._epochs.locate(sample, self._build)
@@ -150,6 +176,10 @@ class ConcatWindows:
             raise ValueError(f"data: one epoch holds {len(stream)} tokens, fewer than "
                              f"data.seq_length+1={self.seq_length + 1}; shorten data.seq_length")
         return (stream, mask, self._epochs.order(epoch, n)), n
+
+    def samples_in_epochs(self, epochs: float) -> int:
+        """Windows in ``epochs`` passes over the data (what ``train.epochs`` counts)."""
+        return self._epochs.samples_in(epochs, self._build)
 
     def window(self, sample: int) -> tuple[np.ndarray, np.ndarray]:
         """Tokens (``seq_length + 1``) and target mask of window ``sample``."""

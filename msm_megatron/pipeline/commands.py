@@ -71,12 +71,15 @@ def format_plan(plan, executor: str) -> str:
         jobs = len(stage.cells) or 1
         res = stage.resources
         tokens = _train_tokens(stage)
-        total_tokens += tokens if not done else 0
+        total_tokens += tokens if not done and isinstance(tokens, int) else 0
         lines.append(f"{stage.name:<44} {'done' if done else 'to run':<7} {jobs:>4} "
                      f"{res['nodes']}×{res['gpus_per_node']:<8} {res['time']:>9} "
                      f"{tokens or '':>13}")
+    pending = [s.name for s in plan.order() if isinstance(_train_tokens(s), str)]
     lines += ["", f"{todo} of {len(plan.stages)} stages to run; "
-              f"{total_tokens:,} training tokens to process"]
+              f"{total_tokens:,} training tokens to process"
+              + (f" + {len(pending)} stages budgeted in epochs of data not prepared yet"
+                 if pending else "")]
     lines += [_generation_estimate(s) for s in plan.order()
               if s.kind == "generate_docs" and not is_done(plan, s)]
     return "\n".join(lines)
@@ -97,15 +100,20 @@ def _generation_estimate(stage) -> str:
             f"{rng(*est['tokens_out'])} tokens (chats not included)")
 
 
-def _train_tokens(stage) -> int:
+def _train_tokens(stage) -> int | str:
+    """Tokens a training stage will process; ``"N epoch(s)"`` while its epochs are not yet
+    countable (the data it trains on is made by an earlier stage)."""
     if stage.kind not in ("midtrain", "sft") or not Path(stage.argv[1]).is_file():
         return 0
     from msm_megatron.config import Config
+    from msm_megatron.estimate import epoch_budget
+    from msm_megatron.validate import total_steps
 
     cfg = load_yaml(stage.argv[1], Config)
-    if cfg.train.steps:
-        return cfg.train.steps * cfg.train.global_batch_size * cfg.data.seq_length
-    return cfg.train.tokens or 0
+    steps = total_steps(cfg, epoch_budget(cfg)[0])
+    if steps is None:
+        return f"{cfg.train.epochs:g} epoch(s)" if cfg.train.epochs else 0
+    return steps * cfg.train.global_batch_size * cfg.data.seq_length
 
 
 def add_parser(sub) -> None:

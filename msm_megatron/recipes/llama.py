@@ -4,8 +4,8 @@ Shape: hidden 4096, 32 layers, 32 heads, 8 KV heads, vocab 128256, rope base 500
 
 RoPE: Llama-3.1's ``llama3`` scaling (factor 8, low/high frequency factors 1/4, original context
 8192) is part of the shape, as in the real ``config.json``; it maps to Megatron-Core's
-``rope_scaling``/``rope_scaling_factor``. The paper trained this model at sequence length 4096;
-pass ``data.seq_length=4096`` to match it.
+``rope_scaling``/``rope_scaling_factor``. Sequence length 4096, as the paper trained this
+model (the Qwen recipes use 8192).
 
 Layout: TP2 × DP4 on one 8×H100 node (as for Qwen3-8B).
 """
@@ -13,6 +13,8 @@ Layout: TP2 × DP4 on one 8×H100 node (as for Qwen3-8B).
 from __future__ import annotations
 
 from msm_megatron.recipes.stages import family_recipes
+
+LLAMA_SEQ_LENGTH = 4096  # the MSM paper's sequence length for Llama-3.1-8B
 
 LLAMA3_1_8B = {
     "model_type": "llama",
@@ -34,5 +36,6 @@ LLAMA3_1_8B = {
 
 
 RECIPES = family_recipes({
-    "llama3_1_8b": (LLAMA3_1_8B, "meta-llama/Llama-3.1-8B", {"tp": 2, "world_size": 8}),
+    "llama3_1_8b": (LLAMA3_1_8B, "meta-llama/Llama-3.1-8B",
+                    {"tp": 2, "world_size": 8, "seq_length": LLAMA_SEQ_LENGTH}),
 })

@@ -2,8 +2,8 @@
 
 ``<model>_midtrain_lora`` and ``<model>_sft_lora`` for Qwen3-14B/32B, Qwen2.5-14B/32B and
 Llama-3.1-8B: rank 64, alpha 128, dropout 0, no bias, all seven projections (q, k, v, o, gate,
-up, down); AdamW lr 1e-4, cosine to 0 with 5% warmup, weight decay 0.01; sequence length 8192;
-one epoch of the stage's token budget (as the full-parameter recipes). The SFT stage continues
+up, down); AdamW lr 1e-4, cosine to 0 with 5% warmup, weight decay 0.01; sequence length 8192
+(4096 for Llama-3.1-8B); one epoch of the stage's data (as the full-parameter recipes). The SFT stage continues
 the midtraining adapter (``lora.on_load=continue``; the paper's AFT did), e.g.::
 
     msm train qwen3_32b_midtrain_lora checkpoint.load=/models/Qwen3-32B data.prepared=[...]
@@ -21,7 +21,7 @@ import functools
 from collections.abc import Callable
 
 from msm_megatron.config import Config, LoRAConfig, apply_overrides
-from msm_megatron.recipes.llama import LLAMA3_1_8B
+from msm_megatron.recipes.llama import LLAMA3_1_8B, LLAMA_SEQ_LENGTH
 from msm_megatron.recipes.qwen2 import QWEN2_5_14B, QWEN2_5_32B
 from msm_megatron.recipes.qwen3 import QWEN3_14B, QWEN3_32B
 from msm_megatron.recipes.stages import build_recipe, layout_text
@@ -31,14 +31,16 @@ MODELS = {
     "qwen3_32b": (QWEN3_32B, "Qwen/Qwen3-32B", {"tp": 4, "world_size": 4}),
     "qwen2_5_14b": (QWEN2_5_14B, "Qwen/Qwen2.5-14B-Instruct", {"tp": 2, "world_size": 4}),
     "qwen2_5_32b": (QWEN2_5_32B, "Qwen/Qwen2.5-32B-Instruct", {"tp": 4, "world_size": 4}),
-    "llama3_1_8b": (LLAMA3_1_8B, "meta-llama/Llama-3.1-8B", {"tp": 1, "world_size": 4}),
+    "llama3_1_8b": (LLAMA3_1_8B, "meta-llama/Llama-3.1-8B",
+                    {"tp": 1, "world_size": 4, "seq_length": LLAMA_SEQ_LENGTH}),
 }
 
 
 def lora_recipe(name: str, shape: dict, stage: str, *, hf_path: str, tp: int,
-                world_size: int) -> Config:
+                world_size: int, seq_length: int = 8192) -> Config:
     """A full-size stage recipe switched to the paper's LoRA settings."""
-    cfg = build_recipe(name, shape, stage, hf_path=hf_path, tp=tp, world_size=world_size)
+    cfg = build_recipe(name, shape, stage, hf_path=hf_path, tp=tp, world_size=world_size,
+                       seq_length=seq_length)
     cfg = apply_overrides(cfg, [
         "optim.lr=1e-4", "optim.min_lr=0.0", "optim.weight_decay=0.01",
         "optim.warmup_fraction=0.05", "optim.decay_style=cosine", "train.spec=local",

@@ -7,12 +7,17 @@ Stage defaults (full-parameter training on H100s):
 
 * ``midtrain`` — continued pre-training on the synthetic MSM corpus: plain LM loss, sequence
   length 8192, bf16, AdamW lr 1e-5 → 1e-6 cosine with 5% warmup, weight decay 0.1, global batch
-  64 sequences (64 × 8192 ≈ 0.52M tokens/step), budget 41M tokens (one epoch of the ≈41M-token
-  philosophy-spec corpus, ≈79 steps).
+  64 sequences (64 × 8192 ≈ 0.52M tokens/step), **one epoch** of ``data.prepared``
+  (``train.epochs=1``, as in the MSM paper; the ≈41M-token philosophy-spec corpus is ≈79 steps).
 * ``sft`` — AFT / instruction tuning on packed chats: sequence length 8192 (packed), lr 1e-5 →
-  1e-6, global batch 32 (≈0.26M tokens/step), budget 7M tokens (≈5M no-CoT AFT + ≈2M general
-  instruction-tuning mix, per the MSM paper; ≈27 steps); ``data.mode=packed`` (THD rows,
-  assistant-only loss from ``msm data prepare --kind chats``).
+  1e-6, global batch 32 (≈0.26M tokens/step), **one epoch** of the AFT set and the
+  instruction-tuning mix (the paper's AFT budget; ≈5M no-CoT or ≈8M with-CoT tokens + ≈2M mix
+  tokens, so the with-CoT deliberative-alignment arm sees all its data too);
+  ``data.mode=packed`` (THD rows, assistant-only loss from ``msm data prepare --kind chats``).
+
+The steps of an epoch are counted from the prepared data (packed rows or concat windows) when
+the run starts; ``--dry-run`` prints them once the data exists. ``train.tokens=N`` or
+``train.steps=N`` replace the epoch budget.
 
 Both use the distributed optimizer (optimizer state sharded over data parallel ranks) with
 overlapped grad reduce and param gather, selective activation recompute (core attention), and
@@ -39,12 +44,9 @@ from msm_megatron.models.hf_config import model_config_from_hf
 
 Stage = Literal["midtrain", "sft"]
 
-MIDTRAIN_TOKENS = 41_000_000
-SFT_TOKENS = 7_000_000
-
 _STAGES: dict[str, dict] = {
-    "midtrain": {"global_batch_size": 64, "tokens": MIDTRAIN_TOKENS, "save_interval": 20},
-    "sft": {"global_batch_size": 32, "tokens": SFT_TOKENS, "save_interval": 10},
+    "midtrain": {"global_batch_size": 64, "epochs": 1.0, "save_interval": 20},
+    "sft": {"global_batch_size": 32, "epochs": 1.0, "save_interval": 10},
 }
 
 
@@ -97,7 +99,7 @@ def build_recipe(
         train=TrainConfig(
             micro_batch_size=1,
             global_batch_size=st["global_batch_size"],
-            tokens=st["tokens"],
+            epochs=st["epochs"],
             precision="bf16",
             recompute="selective",
             run_dir=f"runs/{name}",

@@ -121,12 +121,12 @@ class Trainer:
                 f"parallel.cp={cfg.parallel.cp}: the trainer does not split sequences across "
                 "context-parallel ranks yet (it comes with the TE/THD attention path); set "
                 "parallel.cp=1. --dry-run still plans cp layouts.")
-        from msm_megatron.data.datasets import build_dataset
+        from msm_megatron.data.datasets import build_dataset, epoch_samples
 
         # bad data fails here, before any process group exists
         self.dataset = dataset or build_dataset(cfg.data, cfg.model.vocab_size)
         self.cfg = cfg
-        self.layout = derive_layout(cfg, launch.world_size)
+        self.layout = derive_layout(cfg, launch.world_size, epoch_samples(cfg, self.dataset))
         torch.manual_seed(cfg.train.seed)
         init_distributed(cfg.parallel, cfg.train.seed)
         self.run_dir = Path(cfg.train.run_dir)

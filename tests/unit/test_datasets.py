@@ -121,3 +121,46 @@ def test_build_dataset_errors_name_the_problem(docs, tmp_path):
     assert isinstance(packed, PackedRows)
     assert isinstance(build_dataset(DataConfig(prepared=[prefix], seq_length=SEQ), 512),
                       ConcatWindows)
+
+
+def _pieces(rows):
+    """Every real (unpadded) piece of ``rows``, as token tuples."""
+    out = []
+    for row in rows:
+        starts = np.concatenate([[0], np.cumsum(row["seq_lens"])])
+        out += [tuple(row["tokens"][a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    return out
+
+
+def test_one_epoch_is_exactly_one_pass_over_the_data(docs):
+    """train.epochs counts samples from the data: the first ``samples_in_epochs(1)`` packed rows
+    hold every token of the data once, and so do the next epoch's; halves are floored."""
+    blend, _ = docs
+    data = PackedRows(blend, SEQ, seed=5)
+    one, two = data.samples_in_epochs(1), data.samples_in_epochs(2)
+    want = sorted(t for s in epoch_tokens(blend) for t in s.tolist())
+    for first, last in ((0, one), (one, two)):
+        got = sorted(t for p in _pieces([data.row(k) for k in range(first, last)]) for t in p)
+        assert got == want
+    assert data.samples_in_epochs(0.5) == one // 2
+    assert data.samples_in_epochs(1.5) == one + (two - one) // 2
+    windows = ConcatWindows(blend, SEQ, seed=5)
+    assert windows.samples_in_epochs(1) == (sum(len(s) for s in epoch_tokens(blend)) - 1) // SEQ
+
+
+def test_dry_run_counts_the_steps_of_an_epoch(docs):
+    """--dry-run with train.epochs prints the steps the prepared data implies."""
+    import math
+
+    from msm_megatron.config import apply_overrides
+    from msm_megatron.estimate import format_dry_run
+    from msm_megatron.recipes import get_recipe
+
+    blend, _ = docs
+    cfg = apply_overrides(get_recipe("qwen3_toy_sft"), [
+        f"data.prepared=[{blend.prefixes[0]}]", f"data.seq_length={SEQ}", "train.steps=null",
+        "train.epochs=1", "model.vocab_size=512"])
+    rows = PackedRows(blend, SEQ, seed=cfg.data.seed).samples_in_epochs(1)
+    steps = math.ceil(rows / cfg.train.global_batch_size)
+    assert (f"duration: 1 epoch(s) (train.epochs) of data.prepared = {rows:,} packed rows of "
+            f"{SEQ} tokens -> {steps} steps") in format_dry_run(cfg, 1)

@@ -7,7 +7,7 @@ import pytest
 from msm_megatron.config import ConfigError, apply_overrides, load_yaml, save_yaml
 from msm_megatron.models.hf_config import hf_config_from_model
 from msm_megatron.recipes import get_recipe, list_recipes
-from msm_megatron.recipes.stages import MIDTRAIN_TOKENS, SFT_TOKENS, build_recipe
+from msm_megatron.recipes.stages import build_recipe
 from msm_megatron.validate import derive_layout, validate
 
 ALL = list_recipes()
@@ -96,8 +96,14 @@ def test_toy_shape():
 def test_midtrain_stage_settings(name):
     cfg = get_recipe(name)
     layout = derive_layout(cfg, cfg.parallel.world_size)
-    assert layout["tokens_per_step"] == 64 * 8192  # ≈0.5M tokens/step
-    assert cfg.train.tokens == MIDTRAIN_TOKENS and layout["total_steps"] == 79
+    seq = 4096 if name.startswith("llama") else 8192  # the paper's sequence lengths
+    assert cfg.data.seq_length == seq
+    assert layout["tokens_per_step"] == 64 * seq  # ≈0.5M tokens/step at 8192
+    # one epoch of the data (the paper's budget): steps are counted from the prepared data
+    assert (cfg.train.tokens, cfg.train.epochs, layout["total_steps"]) == (None, 1.0, None)
+    windows = 41_000_000 // seq  # one epoch of the ≈41M-token philosophy corpus
+    assert derive_layout(cfg, cfg.parallel.world_size, epoch_samples=windows)[
+        "total_steps"] == {8192: 79, 4096: 157}[seq]
     assert (cfg.train.precision, cfg.train.recompute) == ("bf16", "selective")
     assert (cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_fraction) == (1e-5, 1e-6, 0.05)
     assert cfg.parallel.distributed_optimizer
@@ -106,8 +112,9 @@ def test_midtrain_stage_settings(name):
 @pytest.mark.parametrize("name", [n for n in FULL_SIZE if n.endswith("_sft")])
 def test_sft_stage_settings(name):
     cfg = get_recipe(name)
-    assert cfg.train.global_batch_size == 32 and cfg.train.tokens == SFT_TOKENS
-    assert cfg.data.seq_length == 8192
+    assert cfg.train.global_batch_size == 32 and cfg.train.epochs == 1.0
+    assert cfg.train.tokens is None and cfg.data.mode == "packed"
+    assert cfg.data.seq_length == (4096 if name.startswith("llama") else 8192)
 
 
 @pytest.mark.parametrize(
@@ -144,7 +151,8 @@ def test_lora_recipes_use_the_papers_settings(name):
                           "down_proj"]
     assert (o.lr, o.min_lr, o.weight_decay, o.warmup_fraction, o.decay_style) == (
         1e-4, 0.0, 0.01, 0.05, "cosine")
-    assert cfg.data.seq_length == 8192 and cfg.train.spec == "local"
+    assert cfg.data.seq_length == (4096 if name.startswith("llama") else 8192)
+    assert cfg.train.spec == "local"
     assert cfg.parallel.world_size == 4
     # runs where TE is installed too: LoRA forces the local spec, without sequence parallel
     validate(cfg, 4, te_available=True)

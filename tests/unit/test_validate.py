@@ -121,7 +121,8 @@ def test_context_parallel_rules():
 
 
 def test_training_duration_required():
-    assert "train.steps or train.tokens" in error(toy("train.steps=null"), 1)
+    assert "train.steps, train.tokens (a token budget) or train.epochs" in error(
+        toy("train.steps=null"), 1)
     assert "train.steps=-1" in error(toy("train.steps=-1"), 1)
     assert "train.tokens=0" in error(toy("train.steps=null", "train.tokens=0"), 1)
 
@@ -150,7 +151,7 @@ def test_all_problems_are_listed_together():
 
 
 def test_derive_layout():
-    layout = derive_layout(qwen32(), 16)
+    layout = derive_layout(qwen32("train.epochs=null", "train.tokens=41000000"), 16)
     assert layout == {
         "dp": 1,
         "num_microbatches": 64,
@@ -172,3 +173,16 @@ def test_derive_layout_rejects_impossible_layouts():
         derive_layout(qwen32(), 12)
     with pytest.raises(ConfigError, match="global_batch_size"):
         derive_layout(toy("train.global_batch_size=10"), 2)
+
+
+def test_epochs_decide_steps_from_the_data_samples():
+    """train.epochs: steps = ceil(samples of the epochs / global batch); steps and tokens win."""
+    from msm_megatron.validate import duration_unit
+
+    cfg = toy("train.steps=null", "train.epochs=1")  # toy: global batch 16
+    assert duration_unit(cfg) == "epochs"
+    assert derive_layout(cfg, 1, epoch_samples=160)["total_steps"] == 10
+    assert derive_layout(cfg, 1, epoch_samples=161)["total_steps"] == 11
+    assert derive_layout(cfg, 1)["total_steps"] is None  # data not counted yet
+    assert duration_unit(toy("train.epochs=1")) == "steps"
+    assert "train.epochs=0" in error(toy("train.steps=null", "train.epochs=0"), 1)
