@@ -3,8 +3,8 @@
 ``<model>_midtrain_lora`` and ``<model>_sft_lora`` for Qwen3-14B/32B, Qwen2.5-14B/32B and
 Llama-3.1-8B: rank 64, alpha 128, dropout 0, no bias, all seven projections (q, k, v, o, gate,
 up, down); AdamW lr 1e-4, cosine to 0 with 5% warmup, weight decay 0.01; sequence length 8192
-(4096 for Llama-3.1-8B); one epoch of the stage's data (as the full-parameter recipes). The SFT stage continues
-the midtraining adapter (``lora.on_load=continue``; the paper's AFT did), e.g.::
+(4096 for Llama-3.1-8B); one epoch of the stage's data (as the full-parameter recipes). The
+SFT stage continues the midtraining adapter (``lora.on_load=continue``; the paper's AFT did), e.g.::
 
     msm train qwen3_32b_midtrain_lora checkpoint.load=/models/Qwen3-32B data.prepared=[...]
     msm train qwen3_32b_sft_lora checkpoint.load=runs/qwen3_32b_midtrain_lora/checkpoints ...
