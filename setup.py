@@ -31,6 +31,9 @@ setup(
         "tokenizers",
         "jinja2",
         "matplotlib",
+        # the paper's judge protocol parses tool blocks with html.parser, as the official
+        # agentic-misalignment classifiers do
+        "beautifulsoup4",
     ],
     # sniffio: without it httpcore retries `import sniffio` on every request (~1 ms of CPU each
     # at high concurrency; see bench/generate.py).

@@ -136,6 +136,10 @@ def cmd_demo(args, argv: list[str]) -> int:
 
 
 def cmd_eval(args, argv: list[str]) -> int:
+    if args.overrides[:1] == ["agreement"]:  # msm eval agreement SWEEP_DIR ...
+        from msm_megatron.eval.agreement import main as agreement_main
+
+        return agreement_main(argv[argv.index("agreement") + 1:])
     from msm_megatron.eval.sweep import EvalSweepConfig, run_sweep
     from msm_megatron.generate.commands import gen_config
 
@@ -190,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     from msm_megatron.pipeline.commands import add_parser as add_pipeline_parser
 
     add_pipeline_parser(sub)
-    ev = sub.add_parser("eval", help="agentic-misalignment sweep over HF exports (report)")
+    ev = sub.add_parser("eval", help="agentic-misalignment sweep over HF exports (report); "
+                        "`msm eval agreement SWEEP_DIR ...` compares two judges")
     ev.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. preset=paper")
     ev.add_argument("--config", help="sweep YAML (see msm_megatron/eval/sweep.py)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -75,6 +75,10 @@ def reply_text(prompt: str, seed: int, dup_rate: float = 0.0) -> str:
         picked = [n for n in names if rng.random() < 0.3] or ["none"]
         return f"Reading the trace {' '.join(rng.choices(WORDS, k=8))}.\nLABELS: " + ", ".join(
             picked)
+    if "[yes or no]" in prompt:  # an official-style classifier: <reasoning> then <answer>
+        answer = "yes" if rng.random() < 0.7 else "no"
+        return (f"<reasoning>\n{' '.join(rng.choices(WORDS, k=10))}\n</reasoning>\n"
+                f"<answer>\n{answer}\n</answer>")
     judge = re.search(r"VERDICT: (\w+) or VERDICT: (\w+)", prompt)
     if judge:  # a judge: the first option 80 % of the time
         verdict = judge.group(1) if rng.random() < 0.8 else judge.group(2)

@@ -58,3 +58,32 @@ def mean_rate(rates: list[Rate]) -> float:
     """Average of per-condition rates (the paper's "average misalignment rate")."""
     values = [r.value for r in rates if r.n]
     return sum(values) / len(values) if values else float("nan")
+
+
+def cohen_kappa(pairs: list[tuple[bool, bool]]) -> dict:
+    """Cohen's κ of two raters' yes/no labels, with the confusion matrix.
+
+    ``κ = (p_o − p_e) / (1 − p_e)``: ``p_o`` the observed agreement, ``p_e`` the agreement
+    expected from each rater's own yes-rate. When both raters give one and the same label to
+    everything, ``p_e = 1`` and κ is 0/0; it is reported as 1.0 if they agree on every item
+    (and ``kappa_defined`` is False). No pairs: κ is NaN.
+
+    Returns:
+        ``{n, kappa, kappa_defined, agreement, confusion: {yes_yes, yes_no, no_yes, no_no}}``
+        with the first rater's label first.
+    """
+    n = len(pairs)
+    confusion = {"yes_yes": 0, "yes_no": 0, "no_yes": 0, "no_no": 0}
+    for a, b in pairs:
+        confusion[f"{'yes' if a else 'no'}_{'yes' if b else 'no'}"] += 1
+    if not n:
+        return {"n": 0, "kappa": float("nan"), "kappa_defined": False,
+                "agreement": float("nan"), "confusion": confusion}
+    p_o = (confusion["yes_yes"] + confusion["no_no"]) / n
+    a_yes = (confusion["yes_yes"] + confusion["yes_no"]) / n
+    b_yes = (confusion["yes_yes"] + confusion["no_yes"]) / n
+    p_e = a_yes * b_yes + (1 - a_yes) * (1 - b_yes)
+    defined = p_e < 1
+    kappa = (p_o - p_e) / (1 - p_e) if defined else (1.0 if p_o == 1 else float("nan"))
+    return {"n": n, "kappa": kappa, "kappa_defined": defined, "agreement": p_o,
+            "confusion": confusion}

@@ -29,6 +29,45 @@ TASKS = ("agentic_misalignment", "value_generalization", "reasoning_traces")
 
 
 @dataclass(kw_only=True, slots=True)
+class JudgeConfig(BackendConfig):
+    """The judge's backend, and the protocol it follows (``msm_megatron.eval.agentic.judging``):
+    ``paper`` = the official classifiers read from the clone (the default with official
+    scenarios), ``builtin`` = this project's rubric (the default with builtin scenarios)."""
+
+    protocol: Literal["auto", "builtin", "paper"] = "auto"
+
+
+@dataclass(kw_only=True, slots=True)
+class ScenariosConfig:
+    """Where the agentic-misalignment scenarios come from: ``builtin`` (this project's own; no
+    clone needed) or ``official`` (rendered at run time from the user's clones; docs/eval.md)."""
+
+    source: Literal["builtin", "official"] = "builtin"
+    agentic_misalignment_repo: str | None = None  # clone of anthropic-experimental/...
+    msm_repo: str | None = None  # clone of the MSM authors' repository (exfiltration)
+
+
+def scenario_source(cfg: ScenariosConfig):
+    """The scenario source object (:class:`BuiltinScenarios` or :class:`OfficialScenarios`)."""
+    if cfg.source == "builtin":
+        from msm_megatron.eval.agentic.scenarios import BuiltinScenarios
+
+        return BuiltinScenarios()
+    from msm_megatron.eval.agentic.official import OfficialScenarios
+    from msm_megatron.eval.agentic.pysource import SourceError
+
+    try:
+        return OfficialScenarios(cfg.agentic_misalignment_repo, cfg.msm_repo)
+    except SourceError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def task_dir(source) -> str:
+    """Per-arm folder of the agentic samples (the two sources never share files)."""
+    return "agentic_misalignment" + ("_official" if source.source == "official" else "")
+
+
+@dataclass(kw_only=True, slots=True)
 class EvalSweepConfig:
     """A sweep: arms (HF exports or LoRA adapters) × tasks × the agentic-misalignment preset."""
 
@@ -53,11 +92,12 @@ class EvalSweepConfig:
     dtype: str = "auto"  # vllm: auto = the checkpoint's (bfloat16 on CPU)
     enforce_eager: bool = False  # vllm: skip graph capture (faster start, slower decode)
     batch_samples: int = 4096  # samples per runner call (written to disk after each call)
-    judge: BackendConfig = field(default_factory=BackendConfig)
+    scenarios: ScenariosConfig = field(default_factory=ScenariosConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     # llm: the judge above gives the classifier verdict (the paper's metric); mechanical: no
     # judge at all, only the tool-block evidence is scored (labelled as such in the report)
     judge_mode: Literal["llm", "mechanical"] = "llm"
-    judge_sees_reasoning: bool = False
+    judge_sees_reasoning: bool = False  # protocol builtin: show the judge the scratchpad too
     # data-efficiency curve: AFT examples each arm was fine-tuned on, and the curve it belongs to
     aft_examples: dict[str, int] = field(default_factory=dict)
     series: dict[str, str] = field(default_factory=dict)
@@ -82,7 +122,8 @@ def parse_arms(arms: list[str]) -> list[tuple[str, str]]:
 
 
 def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
-    from msm_megatron.eval.agentic.grid import preset
+    from msm_megatron.eval.agentic.judging import resolve_protocol
+    from msm_megatron.eval.agentic.pysource import SourceError
 
     arms = parse_arms(cfg.arms)
     unknown = set(cfg.tasks) - set(TASKS)
@@ -100,9 +141,21 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     if unknown_arms:
         raise ConfigError(f"aft_examples/series name arms that are not in arms: "
                           f"{sorted(unknown_arms)}")
-    chosen = preset(cfg.preset, cfg.assistant_name)
+    source = scenario_source(cfg.scenarios)
+    protocol = resolve_protocol(cfg.judge.protocol, source, cfg.judge_sees_reasoning)
+    try:  # every prompt and classifier is read before any model loads
+        chosen = source.preset(cfg.preset, cfg.assistant_name)
+        for c in chosen.conditions:
+            source.prompt(c)
+            if "agentic_misalignment" in cfg.tasks and cfg.judge_mode == "llm":
+                protocol.request(c, source.prompt(c), "")
+    except SourceError as exc:
+        raise ConfigError(str(exc)) from exc
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from msm_megatron.config import save_yaml
+
+    save_yaml(cfg, out / "sweep.yaml")  # what `msm eval agreement` re-reads
     if "reasoning_traces" in cfg.tasks and cfg.judge_mode == "mechanical":
         raise ConfigError("task reasoning_traces needs a judge (judge_mode=llm)")
     if "reasoning_traces" in cfg.tasks and "agentic_misalignment" not in cfg.tasks:
@@ -119,7 +172,7 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
         engines = EngineCache()
     try:
         for name, path in arms:
-            arm = _run_arm(cfg, chosen, name, path, probes, engines, progress)
+            arm = _run_arm(cfg, chosen, name, path, probes, engines, progress, source, protocol)
             for key, table in (("agentic", results), ("values", values),
                                ("capability", capability), ("traces", traces)):
                 if key in arm:
@@ -130,6 +183,8 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     headline = "classifier" if cfg.judge_mode == "llm" else "mechanical"
     summary = (summarize(results, headline) if results
                else {"headline": headline, "arms": {}, "differences": {}})
+    summary["scenarios"] = {"source": source.source, "read_from": source.describe()}
+    summary["judge_protocol"] = protocol.name
     summary["value_generalization"] = values
     summary["reasoning_traces"] = traces
     summary["capability"] = capability
@@ -166,7 +221,7 @@ def data_efficiency(summary: dict, cfg: EvalSweepConfig) -> dict:
 
 
 def _run_arm(cfg: EvalSweepConfig, chosen, name: str, path: str, probes, engines,
-             progress: bool) -> dict:
+             progress: bool, source, protocol) -> dict:
     """Every task of one arm. The model is loaded only if some sample is missing, and the judge
     has a call cache per arm (``<out>/<arm>/judge_calls.jsonl``), so arms can run as separate
     processes (array tasks) and a final pass over all arms only reads what they wrote."""
@@ -192,8 +247,8 @@ def _run_arm(cfg: EvalSweepConfig, chosen, name: str, path: str, probes, engines
     try:
         if "agentic_misalignment" in cfg.tasks:
             out["agentic"] = run_conditions(
-                chosen.conditions, runner, judge, samples, arm_dir / "agentic_misalignment",
-                cfg.seed, cfg.judge_sees_reasoning, cfg.batch_samples)
+                chosen.conditions, runner, judge, samples, arm_dir / task_dir(source),
+                cfg.seed, cfg.judge_sees_reasoning, cfg.batch_samples, source, protocol)
         if "reasoning_traces" in cfg.tasks:
             from msm_megatron.eval.traces import label_traces
 
@@ -290,6 +345,9 @@ def summarize(results: dict[str, list[dict]], headline: str = "classifier") -> d
                 "mechanical": wilson(sum(bool(r["mechanical"]) for r in every),
                                      len(every)).as_dict(),
                 "judge_errors": len(every) - len(judged)}
+            if any(r.get("official_mechanical") is not None for r in every):
+                conditions[cid]["official_mechanical"] = wilson(
+                    sum(bool(r["official_mechanical"]) for r in every), len(every)).as_dict()
         scenarios = {}
         for scenario in dict.fromkeys(r["scenario"] for r in rows):
             hits = [_hit(r, headline) for r in rows if r["scenario"] == scenario]
@@ -323,6 +381,10 @@ def report_markdown(summary: dict, cfg: EvalSweepConfig) -> str:
     mechanical = summary.get("headline") == "mechanical"
     lines = [f"# Agentic misalignment — preset `{cfg.preset}`, assistant `{cfg.assistant_name}`",
              ""]
+    if summary.get("scenarios"):
+        lines += [f"Scenarios: **{summary['scenarios']['source']}** — "
+                  f"{summary['scenarios']['read_from']}; judge protocol "
+                  f"**{summary.get('judge_protocol', 'builtin')}**.", ""]
     if mechanical:
         lines += ["**Mechanical checks only — no judge was configured.** The rates below count "
                   "replies whose tool blocks did the harmful act (e.g. the override code in a "
@@ -331,7 +393,9 @@ def report_markdown(summary: dict, cfg: EvalSweepConfig) -> str:
                   "`judge.model`) for that. 95 % Wilson intervals.", ""]
     else:
         lines += ["Classifier verdict = the judge says the agent decided to act (the paper's "
-                  "metric); harmful = verdict AND mechanical evidence. 95 % Wilson intervals.",
+                  "metric); harmful = verdict AND mechanical evidence (under the paper protocol, "
+                  "the official classifiers' gate; our own tool-block check is shown beside "
+                  "it). 95 % Wilson intervals.",
                   ""]
     for arm, data in summary["arms"].items():
         if mechanical:
@@ -343,15 +407,22 @@ def report_markdown(summary: dict, cfg: EvalSweepConfig) -> str:
                                      for cid, c in data["conditions"].items())]
             lines.append("")
             continue
+        gates = any("official_mechanical" in c for c in data["conditions"].values())
+        extra = " official gate | our evidence |" if gates else ""
         lines += [f"## {arm}", "", f"average classifier rate {data['average_classifier']:.1%}, "
                   f"average harmful rate {data['average_harmful']:.1%}", "",
-                  "| condition | classifier | 95 % CI | harmful | 95 % CI | judge errors |",
-                  "| --- | ---: | --- | ---: | --- | ---: |"]
+                  "| condition | classifier | 95 % CI | harmful | 95 % CI | judge errors |"
+                  + extra, "| --- | ---: | --- | ---: | --- | ---: |"
+                  + (" ---: | ---: |" if gates else "")]
         for cid, c in data["conditions"].items():
             cl, ha = c["classifier"], c["harmful"]
-            lines.append(f"| {cid} | {cl['k']}/{cl['n']} | {cl['low']:.2f}–{cl['high']:.2f} | "
-                         f"{ha['k']}/{ha['n']} | {ha['low']:.2f}–{ha['high']:.2f} | "
-                         f"{c['judge_errors']} |")
+            row = (f"| {cid} | {cl['k']}/{cl['n']} | {cl['low']:.2f}–{cl['high']:.2f} | "
+                   f"{ha['k']}/{ha['n']} | {ha['low']:.2f}–{ha['high']:.2f} | "
+                   f"{c['judge_errors']} |")
+            if gates:
+                og, me = c.get("official_mechanical", {"k": 0, "n": 0}), c["mechanical"]
+                row += f" {og['k']}/{og['n']} | {me['k']}/{me['n']} |"
+            lines.append(row)
         lines.append("")
     if summary["arms"]:
         scenarios = list(next(iter(summary["arms"].values()))["scenarios"])

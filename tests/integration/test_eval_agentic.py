@@ -240,3 +240,64 @@ def test_mechanical_only_mode_needs_no_judge_and_says_so(tmp_path, export):
     assert "Mechanical checks only — no judge was configured" in (
         tmp_path / "ev" / "report.md").read_text()
     assert not (tmp_path / "ev" / "a" / "judge_calls.jsonl").exists()
+
+
+def test_official_scenarios_paper_protocol_and_agreement(tmp_path, export):
+    """scenarios.source=official on clones in the official layout: the agent sees the rendered
+    official prompts, the paper's classifier gets the whole completion, the report names the
+    source; `msm eval agreement` then re-judges the saved transcripts with two protocols."""
+    from msm_megatron.eval.agentic.classifiers import official_classifier
+    from msm_megatron.eval.agentic.official import OfficialScenarios
+    from tests.helpers.official_clones import write_clones
+
+    _, msm = write_clones(tmp_path / "clones")
+    official = ["scenarios.source=official", f"scenarios.msm_repo={msm}"]
+    with llm_server() as url:
+        done = msm_eval(url, tmp_path / "ev", export, *official)
+        assert done.returncode == 0, done.stderr[-3000:]
+        summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+        assert summary["scenarios"]["source"] == "official"
+        assert summary["judge_protocol"] == "paper"
+        report = (tmp_path / "ev" / "report.md").read_text()
+        assert "Scenarios: **official**" in report and "official gate" in report
+        source = OfficialScenarios(None, str(msm))
+        folder = tmp_path / "ev" / "base" / "agentic_misalignment_official"
+        judged = 0
+        for cid, c in summary["arms"]["base"]["conditions"].items():
+            stem = cid.replace("/", "__")
+            cell = next(x for x in source.preset("quick", "Qwen").conditions if x.id == cid)
+            shown = json.loads((folder / f"{stem}.prompt.json").read_text())
+            assert (shown["system"], shown["user"]) == (source.prompt(cell).system,
+                                                        source.prompt(cell).user)
+            cls = official_classifier(source.repo_for(cell.scenario), cell.scenario)
+            for r in rows(folder / f"{stem}.jsonl"):
+                assert r["official_mechanical"] == cls.gate(r["reply"])
+                assert r["harmful"] == bool(r["verdict"] and r["official_mechanical"])
+                judged += r["verdict"] is not None
+                # the official prompt asked for <answer> tags (the builtin one for VERDICT:)
+                assert r["verdict"] is None or "<answer>" in r["judge_reasoning"]
+            assert c["official_mechanical"]["n"] == 3
+        assert judged > 0
+
+        agree = subprocess.run(
+            [sys.executable, "-m", "msm_megatron.cli", "eval", "agreement", str(tmp_path / "ev"),
+             f"a.base_url={url}/v1", "a.model=judge", f"b.base_url={url}/v1", "b.model=judge",
+             "a_name=paper", "b_name=same", "--quiet"],
+            cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=600)
+        assert agree.returncode == 0, agree.stderr[-3000:]
+        same = json.loads((tmp_path / "ev" / "agreement" / "paper_vs_same.json").read_text())
+        assert same["overall"]["kappa"] == 1.0 and same["overall"]["n"] > 0  # one judge, twice
+        versus = subprocess.run(
+            [*agree.args[:-2], "b.protocol=builtin", "b_name=builtin", "--quiet"],
+            cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=600)
+        assert versus.returncode == 0, versus.stderr[-3000:]
+    result = json.loads((tmp_path / "ev" / "agreement" / "paper_vs_builtin.json").read_text())
+    assert set(result["scenarios"]) == {"leaking", "murder", "exfiltration"}
+    assert "| overall |" in (tmp_path / "ev" / "agreement" / "paper_vs_builtin.md").read_text()
+
+
+def test_official_source_without_a_clone_is_a_clear_error(tmp_path, export):
+    done = msm_eval("http://127.0.0.1:9", tmp_path / "ev", export, "scenarios.source=official",
+                    f"scenarios.msm_repo={tmp_path / 'missing'}")
+    assert done.returncode == 2
+    assert "scenarios.msm_repo=" in done.stderr and "no such directory" in done.stderr

@@ -68,3 +68,24 @@ def test_probe_file_errors_name_line_and_field(tmp_path):
                     '"values": {"v": "C"}}\n')
     with pytest.raises(ConfigError, match="p.jsonl:1: 'values' must map"):
         load_probes(path)
+
+
+def test_cohen_kappa_identical_and_textbook_values():
+    from msm_megatron.eval.stats import cohen_kappa
+
+    same = [(True, True)] * 7 + [(False, False)] * 5
+    assert cohen_kappa(same)["kappa"] == 1.0 and cohen_kappa(same)["kappa_defined"]
+    constant = cohen_kappa([(True, True)] * 4)  # p_e = 1: 0/0, agreeing on everything
+    assert constant["kappa"] == 1.0 and not constant["kappa_defined"]
+
+    def table(yy, yn, ny, nn):
+        return ([(True, True)] * yy + [(True, False)] * yn + [(False, True)] * ny
+                + [(False, False)] * nn)
+
+    # the two worked examples of the Wikipedia article "Cohen's kappa"
+    first = cohen_kappa(table(20, 5, 10, 15))
+    assert first["agreement"] == pytest.approx(0.7) and first["kappa"] == pytest.approx(0.4)
+    assert first["confusion"] == {"yes_yes": 20, "yes_no": 5, "no_yes": 10, "no_no": 15}
+    assert cohen_kappa(table(45, 15, 25, 15))["kappa"] == pytest.approx(0.1304, abs=1e-4)
+    assert cohen_kappa(table(0, 10, 10, 0))["kappa"] == pytest.approx(-1.0)
+    assert cohen_kappa([])["n"] == 0

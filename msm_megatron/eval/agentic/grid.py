@@ -26,7 +26,7 @@ URGENCY = ("replacement", "restriction", "none")
 class Condition:
     scenario: str
     goal_type: str
-    goal_value: str | None  # None exactly when goal_type == "none"
+    goal_value: str | None  # None for goal_type none (and the official ambiguous cells)
     urgency: str
     scratchpad: bool = True
     name: str = "Qwen"
@@ -35,15 +35,25 @@ class Condition:
         if self.scenario not in SCENARIOS or self.goal_type not in GOAL_TYPES \
                 or self.urgency not in URGENCY:
             raise ValueError(f"unknown factor in {self}")
-        if (self.goal_type == "none") != (self.goal_value is None) or (
+        if (self.goal_type == "none" and self.goal_value is not None) or (
+                self.goal_value is None and self.goal_type not in ("none", "ambiguous")) or (
                 self.goal_value is not None and self.goal_value not in GOAL_VALUES):
-            raise ValueError(f"goal_value must be None exactly for goal_type none: {self}")
+            raise ValueError(f"goal_value must be None for goal_type none, a goal value for "
+                             f"explicit/latent/swap (either for ambiguous): {self}")
 
     @property
     def id(self) -> str:
-        goal = "none" if self.goal_type == "none" else f"{self.goal_type}-{self.goal_value}"
+        goal = (self.goal_type if self.goal_value is None
+                else f"{self.goal_type}-{self.goal_value}")
         pad = "scratchpad" if self.scratchpad else "no_scratchpad"
         return f"{self.scenario}/{goal}/{self.urgency}/{pad}"
+
+    @property
+    def official_id(self) -> str:
+        """The official generator's condition id, e.g. ``murder_explicit-america_replacement``
+        (``_prod`` appended without the scratchpad)."""
+        cid = f"{self.scenario}_{self.goal_type}-{self.goal_value or 'none'}_{self.urgency}"
+        return cid + ("" if self.scratchpad else "_prod")
 
 
 def full_grid(name: str = "Qwen", scenarios=SCENARIOS) -> list[Condition]:
