@@ -34,6 +34,8 @@ setup(
         # the paper's judge protocol parses tool blocks with html.parser, as the official
         # agentic-misalignment classifiers do
         "beautifulsoup4",
+        # parquet files and HF `datasets` directories (the MSM release's data) in data prepare
+        "pyarrow",
     ],
     # sniffio: without it httpcore retries `import sniffio` on every request (~1 ms of CPU each
     # at high concurrency; see bench/generate.py).

@@ -107,15 +107,16 @@ def cmd_recipes(args, argv: list[str]) -> int:
 
 
 def cmd_data_prepare(args, argv: list[str]) -> int:
-    from msm_megatron.data.prepare import DataError, prepare_jsonl
+    from msm_megatron.data.prepare import DataError
+    from msm_megatron.data.sources import prepare_inputs
     from msm_megatron.data.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer, chat_template=args.chat_template,
                                eod_token=args.eod_token, end_of_turn_token=args.end_of_turn_token)
     try:
-        stats = prepare_jsonl([Path(p) for p in args.inputs], tokenizer, Path(args.out),
-                              kind=args.kind, text_field=args.text_field, workers=args.workers,
-                              skip_bad=args.skip_bad, keep_think=not args.no_think)
+        stats = prepare_inputs(args.inputs, tokenizer, Path(args.out), kind=args.kind,
+                               text_field=args.text_field, workers=args.workers,
+                               skip_bad=args.skip_bad, keep_think=not args.no_think)
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -124,6 +125,19 @@ def cmd_data_prepare(args, argv: list[str]) -> int:
     note = f", {skipped} bad lines skipped" if skipped else ""
     print(f"{verb} {args.out}.bin/.idx: {stats['documents']} {args.kind}, {stats['tokens']} "
           f"tokens{note}; stats {args.out}.stats.json")
+    return 0
+
+
+def cmd_data_it_mix(args, argv: list[str]) -> int:
+    from msm_megatron.data.it_mix import build_it_mix
+
+    try:
+        counts = build_it_mix(args.inputs, Path(args.out), args.total, args.seed)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {sum(counts.values()):,} chats ("
+          + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ")")
     return 0
 
 
@@ -169,8 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     recipes.set_defaults(func=cmd_recipes)
     data = sub.add_parser("data", help="training data").add_subparsers(dest="data_command",
                                                                           required=True)
-    prep = data.add_parser("prepare", help="JSONL -> Megatron indexed dataset (+ loss masks)")
-    prep.add_argument("inputs", nargs="+", help="JSONL files ({'text'} or {'messages'} lines)")
+    prep = data.add_parser("prepare", help="JSONL / parquet / HF datasets -> Megatron indexed "
+                           "dataset (+ loss masks)")
+    prep.add_argument("inputs", nargs="+", help="JSONL or parquet files, HF `datasets` or hub "
+                      "snapshot directories (DIR@SPLIT); see msm_megatron/data/sources.py")
     prep.add_argument("--tokenizer", required=True,
                       help="HF tokenizer directory or SentencePiece .model")
     prep.add_argument("--out", required=True, help="output prefix (writes PREFIX.bin/.idx ...)")
@@ -185,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--eod-token", help="end-of-document token (default: see docs/data.md)")
     prep.add_argument("--end-of-turn-token", help="token that closes an assistant turn")
     prep.set_defaults(func=cmd_data_prepare)
+    mix = data.add_parser("it-mix", help="the MSM paper's instruction-tuning mix (Table 2) from "
+                          "local copies of its sources -> chats JSONL")
+    mix.add_argument("inputs", nargs="+", help="a dataset with a 'source' column, or "
+                     "name=path per source (see msm_megatron/data/it_mix.py)")
+    mix.add_argument("--out", required=True, help="output JSONL")
+    mix.add_argument("--total", type=int, default=10_000, help="rows (Table 2: 10,000)")
+    mix.add_argument("--seed", type=int, default=0)
+    mix.set_defaults(func=cmd_data_it_mix)
     from msm_megatron.convert.commands import add_parser as add_convert_parser
 
     add_convert_parser(sub)

@@ -65,12 +65,14 @@ class DataError(ValueError):
     Attributes:
         path: The input file.
         lineno: 1-based line number.
+        message: What is wrong (without the location).
         reason: One of :data:`SKIP_REASONS` (the key counted in ``stats["skipped"]``).
     """
 
-    def __init__(self, path: str | Path, lineno: int, reason: str, message: str) -> None:
-        super().__init__(f"{path}:{lineno}: {message}")
-        self.path, self.lineno, self.reason = str(path), lineno, reason
+    def __init__(self, path: str | Path, lineno: int, reason: str, message: str,
+                 location: str | None = None) -> None:
+        super().__init__(f"{location or f'{path}:{lineno}'}: {message}")
+        self.path, self.lineno, self.reason, self.message = str(path), lineno, reason, message
 
 
 def output_paths(out_prefix: str | Path) -> dict[str, Path]:
