@@ -97,6 +97,22 @@ def iter_rows(path: Path) -> Iterator[dict | str]:
         yield from batch.to_pylist()
 
 
+def count_rows(spec: str) -> int:
+    """Rows of an input (non-blank lines of JSONL; parquet from its metadata)."""
+    total = 0
+    for path in data_files(spec):
+        if path.suffix == ".jsonl":
+            with path.open(encoding="utf-8", errors="replace") as f:
+                total += sum(1 for line in f if line.strip())
+        elif path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            total += pq.ParquetFile(path).metadata.num_rows
+        else:
+            total += sum(1 for _ in iter_rows(path))
+    return total
+
+
 def to_messages(row: dict) -> list | None:
     """The row's chat as ``[{role, content}]`` from any supported layout; None if none fits."""
     if "messages" in row:

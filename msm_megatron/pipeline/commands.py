@@ -57,32 +57,76 @@ def cmd_stage(args, argv: list[str]) -> int:
 
 
 def format_plan(plan, executor: str) -> str:
-    """The --dry-run report: every stage, whether it is done, its jobs, resources and tokens."""
+    """The --dry-run report: every stage, whether it is done, its jobs, resources, steps and
+    tokens, then what the eval will run."""
     from msm_megatron.pipeline.markers import is_done
 
     lines = [f"experiment {plan.experiment} -> {plan.out_dir} ({executor} executor)", "",
              f"{'stage':<44} {'status':<7} {'jobs':>4} {'nodes×gpus':>10} {'time':>9} "
-             f"{'train tokens':>13}"]
-    todo = 0
-    total_tokens = 0
+             f"{'steps':>10} {'train tokens':>13}"]
+    todo, total_tokens, pending = 0, 0, 0
     for stage in plan.order():
         done = is_done(plan, stage)
         todo += not done
         jobs = len(stage.cells) or 1
         res = stage.resources
-        tokens = _train_tokens(stage)
-        total_tokens += tokens if not done and isinstance(tokens, int) else 0
+        steps, tokens = _train_budget(stage)
+        total_tokens += tokens if not done and tokens else 0
+        pending += isinstance(steps, str)
         lines.append(f"{stage.name:<44} {'done' if done else 'to run':<7} {jobs:>4} "
                      f"{res['nodes']}×{res['gpus_per_node']:<8} {res['time']:>9} "
-                     f"{tokens or '':>13}")
-    pending = [s.name for s in plan.order() if isinstance(_train_tokens(s), str)]
+                     f"{steps or '':>10} {f'{tokens:,}' if tokens else '':>13}")
     lines += ["", f"{todo} of {len(plan.stages)} stages to run; "
               f"{total_tokens:,} training tokens to process"
-              + (f" + {len(pending)} stages budgeted in epochs of data not prepared yet"
-                 if pending else "")]
+              + (f" + {pending} stages budgeted in epochs of data not prepared yet (their steps "
+                 "are counted once it is)" if pending else "")]
     lines += [_generation_estimate(s) for s in plan.order()
               if s.kind == "generate_docs" and not is_done(plan, s)]
+    lines += _eval_lines(plan)
     return "\n".join(lines)
+
+
+def _eval_lines(plan) -> list[str]:
+    """What the eval stage will run: arms, conditions, samples, scenarios and judge."""
+    from msm_megatron.eval.sweep import EvalSweepConfig
+
+    stage = next((s for s in plan.order() if s.kind == "eval"), None)
+    path = next((a for a in (stage.cells and next(iter(stage.cells.values()))) or []
+                 if str(a).endswith(".yaml")), None) if stage else None
+    if not path or not Path(path).is_file():
+        return []
+    cfg = load_yaml(path, EvalSweepConfig)
+    from msm_megatron.eval.agentic.grid import preset
+
+    chosen = preset(cfg.preset if cfg.preset != "full" else "paper", cfg.assistant_name)
+    samples = cfg.samples or chosen.samples
+    cells = (f"{len(chosen.conditions)} conditions × {samples} samples"
+             if cfg.preset != "full" else f"the full grid × {samples} samples")
+    judge = ("no judge (mechanical checks)" if cfg.judge_mode == "mechanical" else
+             f"judge {cfg.judge.kind}:{cfg.judge.model}, protocol {cfg.judge.protocol}")
+    return ["", f"eval: {len(cfg.arms)} arms ({', '.join(a.partition('=')[0] for a in cfg.arms)})",
+            f"  preset {cfg.preset}: {cells}, temperature "
+            f"{chosen.temperature if cfg.temperature is None else cfg.temperature}, runner "
+            f"{cfg.runner}; scenarios {cfg.scenarios.source}"
+            + (f" (MSM clone {cfg.scenarios.msm_repo}, agentic-misalignment clone "
+               f"{cfg.scenarios.agentic_misalignment_repo})"
+               if cfg.scenarios.source == "official" else "") + f"; {judge}"]
+
+
+def _train_budget(stage) -> tuple[int | str | None, int | None]:
+    """(steps, tokens) of a training stage; steps is ``"N epoch(s)"`` while its epochs are not
+    yet countable (the data it trains on is made by an earlier stage)."""
+    if stage.kind not in ("midtrain", "sft") or not Path(stage.argv[1]).is_file():
+        return None, None
+    from msm_megatron.config import Config
+    from msm_megatron.estimate import epoch_budget
+    from msm_megatron.validate import total_steps
+
+    cfg = load_yaml(stage.argv[1], Config)
+    steps = total_steps(cfg, epoch_budget(cfg)[0])
+    if steps is None:
+        return (f"{cfg.train.epochs:g} epoch(s)" if cfg.train.epochs else None), None
+    return steps, steps * cfg.train.global_batch_size * cfg.data.seq_length
 
 
 def _generation_estimate(stage) -> str:
@@ -98,22 +142,6 @@ def _generation_estimate(stage) -> str:
     return (f"{stage.name}: ≈ {rng(*est['documents'])} documents, {rng(*est['calls'])} LLM "
             f"calls, input ≈ {rng(*est['tokens_in'])} tokens, output ≈ "
             f"{rng(*est['tokens_out'])} tokens (chats not included)")
-
-
-def _train_tokens(stage) -> int | str:
-    """Tokens a training stage will process; ``"N epoch(s)"`` while its epochs are not yet
-    countable (the data it trains on is made by an earlier stage)."""
-    if stage.kind not in ("midtrain", "sft") or not Path(stage.argv[1]).is_file():
-        return 0
-    from msm_megatron.config import Config
-    from msm_megatron.estimate import epoch_budget
-    from msm_megatron.validate import total_steps
-
-    cfg = load_yaml(stage.argv[1], Config)
-    steps = total_steps(cfg, epoch_budget(cfg)[0])
-    if steps is None:
-        return f"{cfg.train.epochs:g} epoch(s)" if cfg.train.epochs else 0
-    return steps * cfg.train.global_batch_size * cfg.data.seq_length
 
 
 def add_parser(sub) -> None:

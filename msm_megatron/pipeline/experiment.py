@@ -70,6 +70,8 @@ class EvalStage:
 
     enabled: bool = True
     overrides: list[str] = field(default_factory=list)
+    # also evaluate the untouched base model (arm "base_model"; not for the toy base)
+    include_base: bool = True
     resources: Resources = field(default_factory=lambda: Resources(time="12:00:00"))
     array_throttle: int = 4  # at most this many array tasks at once
 

@@ -175,8 +175,17 @@ def _check(exp: ExperimentConfig) -> None:
 
 
 def _existing(paths: list[str]) -> list[str]:
-    """Input files that exist now (generated ones are covered by their stage's hash)."""
-    return [p for p in paths if Path(p).exists()]
+    """Input files that exist now (generated ones are covered by their stage's hash); a
+    dataset directory (``DIR`` or ``DIR@SPLIT``) stands for its data files."""
+    from msm_megatron.data.sources import SourceFormatError, data_files
+
+    out = []
+    for p in paths:
+        try:
+            out += [str(f) for f in data_files(p)]
+        except SourceFormatError:
+            continue  # not there yet: made by an earlier stage
+    return out
 
 
 def ranks_per_node(res) -> int:
@@ -189,10 +198,14 @@ def ranks_per_node(res) -> int:
 
 
 def _count_lines(path: str) -> int:
-    """Chats in a JSONL file that exists now (0 for one generated later: no curve point)."""
-    p = Path(path)
-    return sum(1 for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()) \
-        if p.is_file() else 0
+    """Chats in an input that exists now, in any format ``msm data prepare`` reads (0 for one
+    generated later: no curve point)."""
+    from msm_megatron.data.sources import SourceFormatError, count_rows
+
+    try:
+        return count_rows(path)
+    except SourceFormatError:
+        return 0
 
 
 def _seeded(seed: int) -> list[str]:
@@ -265,13 +278,15 @@ def _eval(b: _Builder, exp: ExperimentConfig, arms: dict) -> None:
     ev.resources["array_throttle"] = exp.eval.array_throttle
     sweep = apply_overrides(EvalSweepConfig(), [*exp.eval.overrides, f"out_dir={ev.out}"])
     sweep.arms = [f"{arm}={stage.out}" for arm, (stage, _, _) in arms.items()]
+    if exp.eval.include_base and exp.base_model != "toy":  # the untouched model: the paper's
+        sweep.arms.insert(0, f"base_model={exp.base_model}")  # "base" row
     sweep.series = {arm: series for arm, (_, series, _) in arms.items()}
     sweep.aft_examples = {arm: size for arm, (_, _, size) in arms.items() if size}
     path = b.config_file(ev, sweep)
     # one array task per arm; the curve metadata belongs to the all-arms report below
-    ev.cells = {arm: ["eval", "--config", path, f"arms=[{entry}]", "aft_examples={}",
-                      "series={}", "--quiet"]
-                for arm, entry in zip(arms, sweep.arms, strict=True)}
+    ev.cells = {entry.partition("=")[0]: ["eval", "--config", path, f"arms=[{entry}]",
+                                          "aft_examples={}", "series={}", "--quiet"]
+                for entry in sweep.arms}
     report = b.add("report", "report", [ev.name], {}, Resources(time="01:00:00"))
     report.out = ev.out  # the report is written into the sweep's directory
     report.argv = ["eval", "--config", path, "--quiet"]

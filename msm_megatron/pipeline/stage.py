@@ -69,24 +69,27 @@ def _launched() -> bool:
 
 def prepare_sft(stage: Stage) -> int:
     """The first ``size`` AFT chats (all for 0) plus the instruction mix, as one prepared
-    dataset; ``keep_think`` false strips ``<think>`` (the no-CoT arm)."""
-    from msm_megatron.data.prepare import prepare_jsonl
+    dataset; ``keep_think`` false strips ``<think>`` (the no-CoT arm). The chats and the mix
+    may be in any format ``msm data prepare`` reads (JSONL, parquet, HF datasets)."""
+    from msm_megatron.data.sources import SourceFormatError, prepare_inputs, stage_inputs
     from msm_megatron.data.tokenizers import load_tokenizer
 
     p = stage.params
     out = Path(stage.out)
     out.mkdir(parents=True, exist_ok=True)
-    chats = Path(p["chats"])
-    if not chats.is_file():
-        raise SystemExit(f"error: {chats}: AFT chats not found (stage {stage.name})")
-    lines = [ln for ln in chats.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        staged, _ = stage_inputs([p["chats"]], out / "aft_source", "chats")
+    except SourceFormatError as exc:
+        raise SystemExit(f"error: AFT chats: {exc} (stage {stage.name})") from exc
+    lines = [ln for f in staged for ln in f.read_text(encoding="utf-8").splitlines()
+             if ln.strip()]
     if p["size"] > len(lines):
-        raise SystemExit(f"error: aft_sizes asks for {p['size']} chats but {chats} has "
+        raise SystemExit(f"error: aft_sizes asks for {p['size']} chats but {p['chats']} has "
                          f"{len(lines)}")
     subset = out / "aft.jsonl"
     subset.write_text("\n".join(lines[:p["size"] or len(lines)]) + "\n", encoding="utf-8")
-    stats = prepare_jsonl([subset, *map(Path, p["mix"])], load_tokenizer(p["tokenizer"]),
-                          out / "chats", kind="chats", keep_think=p["keep_think"])
+    stats = prepare_inputs([str(subset), *p["mix"]], load_tokenizer(p["tokenizer"]),
+                           out / "chats", kind="chats", keep_think=p["keep_think"])
     print(f"[pipeline] {out / 'chats'}: {stats['documents']} chats, {stats['tokens']} tokens",
           flush=True)
     return 0
