@@ -85,3 +85,34 @@ def test_outputs_are_content_addressed(tmp_path):
 def test_bad_experiments_are_clear_errors(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         plan_of(tmp_path, override)
+
+
+def test_paper_experiment_dry_run_prints_the_whole_plan(tmp_path):
+    """examples/pipeline/paper_qwen3_32b.yaml: base, AFT-only, deliberative alignment and
+    MSM+AFT arms on the paper's LoRA recipes (one epoch each), the untouched base model in the
+    eval, and the official scenarios with the paper's classifiers."""
+    import json
+
+    from msm_megatron.eval.sweep import EvalSweepConfig
+    from msm_megatron.pipeline.commands import format_plan
+    from msm_megatron.recipes.qwen3 import QWEN3_32B
+
+    base = tmp_path / "Qwen3-32B"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps(QWEN3_32B))
+    exp = apply_overrides(load_yaml(REPO / "examples/pipeline/paper_qwen3_32b.yaml",
+                                    ExperimentConfig),
+                          [f"out_dir={tmp_path / 'run'}", f"base_model={base}"])
+    plan = build_plan(exp)
+    arms = list(plan.stages["eval"].cells)
+    assert arms == ["base_model", "msm-philosophy-no_cot-n0-s0", "base-philosophy-no_cot-n0-s0",
+                    "msm-philosophy-with_cot-n0-s0", "base-philosophy-with_cot-n0-s0"]
+    for name in ("midtrain/philosophy/s0", "sft/base-philosophy-with_cot-n0-s0"):
+        cfg = load_yaml(plan.stages[name].argv[1])
+        assert (cfg.lora.rank, cfg.train.epochs, cfg.data.seq_length) == (64, 1.0, 8192)
+    text = format_plan(plan, "slurm")
+    assert text.count("1 epoch(s)") == 5
+    assert "preset paper: 27 conditions × 300 samples, temperature 0.7" in text
+    assert "scenarios official (MSM clone /src/model_spec_midtraining" in text
+    sweep = load_yaml(plan.stages["eval"].cells["base_model"][2], EvalSweepConfig)
+    assert (sweep.scenarios.source, sweep.judge.model) == ("official", "claude-sonnet-4-6")
