@@ -29,6 +29,7 @@ resumable and skipped when done: a rerun of the same command does nothing.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -102,7 +103,12 @@ def run_demo(out_dir: Path, nproc: int = 1, overrides: list[str] | None = None,
                out_dir / "loss.png")
     code = check_export(Path(stages[f"export/{arm}"].out), Path(stages[f"sft/{arm}"].out))
     if "report" in stages:  # written into the eval sweep's directory
-        print(f"[demo] eval report: {Path(stages['report'].out) / 'report.md'} (plots: "
+        report_dir = Path(stages["report"].out)
+        summary = json.loads((report_dir / "summary.json").read_text())
+        print(f"[demo] eval scenarios: {summary['scenarios']['read_from']}; judge protocol "
+              f"{summary['judge_protocol']} (scenarios.source=official reads the paper's; "
+              "docs/eval.md)")
+        print(f"[demo] eval report: {report_dir / 'report.md'} (plots: "
               "misalignment.png, scenarios.png, data_efficiency.png)")
     print(f"[demo] every stage's output: {out_dir / 'latest'}")
     return code

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from msm_megatron.data.sources import SourceFormatError, data_files, iter_rows, to_messages
+from msm_megatron.data.sources import SourceFormatError, read_rows, to_messages
 
 TABLE_2 = {"no_robots": 2779, "tulu3_if": 1471, "self_oss_instruct": 1064, "numina_cot": 1063,
            "smol_constraints": 1055, "apigen": 1054, "smol_summarize": 984, "lima": 314,
@@ -42,25 +42,6 @@ def scaled_counts(total: int, table: dict[str, int] = TABLE_2) -> dict[str, int]
     return out
 
 
-def _rows(spec: str) -> list[tuple[str, dict]]:
-    """(location, row) of every row of an input."""
-    out = []
-    for path in data_files(spec):
-        for i, row in enumerate(iter_rows(path)):
-            where = f"{path}:{i + 1}" if path.suffix == ".jsonl" else f"{path}: row {i}"
-            if isinstance(row, str):
-                if not row.strip():
-                    continue
-                try:
-                    row = json.loads(row)
-                except json.JSONDecodeError as exc:
-                    raise SourceFormatError(f"{where}: not JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise SourceFormatError(f"{where}: expected an object")
-            out.append((where, row))
-    return out
-
-
 def build_it_mix(inputs: list[str], out: Path, total: int = 10_000, seed: int = 0) -> dict:
     """Write the mix (see the module doc); returns ``{source: rows written}``.
 
@@ -73,12 +54,12 @@ def build_it_mix(inputs: list[str], out: Path, total: int = 10_000, seed: int = 
     for spec in inputs:
         name, sep, path = spec.partition("=")
         if sep and name in counts:
-            pools[name] += _rows(path)
+            pools[name] += list(read_rows(path))
         elif sep and "/" not in name:
             raise SourceFormatError(f"{spec}: unknown source {name!r}; Table 2's sources are "
                                     f"{list(counts)}")
         else:
-            for where, row in _rows(spec):
+            for where, row in read_rows(spec):
                 source = row.get("source")
                 if source not in counts:
                     raise SourceFormatError(f"{where}: 'source' is {source!r}, not one of "

@@ -211,10 +211,30 @@ def _already_ours(path: Path, kind: str, text_field: str) -> bool:
 
 def where(staged: Path, lineno: int, origin: dict[Path, Path]) -> str:
     """``file: row N`` of a staged line (rows 0-based, as parquet and datasets number them)."""
-    source = origin.get(staged)
-    if source is None or source.suffix == ".jsonl":
-        return f"{source or staged}:{lineno}"
-    return f"{source}: row {lineno - 1}"
+    return location(origin.get(staged, staged), lineno - 1)
+
+
+def location(path: Path, index: int) -> str:
+    """How an error names row ``index`` (0-based) of a data file: ``FILE:LINE`` for JSONL,
+    ``FILE: row N`` (0-based, as parquet and datasets number rows) otherwise."""
+    return f"{path}:{index + 1}" if path.suffix == ".jsonl" else f"{path}: row {index}"
+
+
+def read_rows(spec: str) -> Iterator[tuple[str, dict]]:
+    """(location, row) of every non-blank row of an input; a row that is not a JSON object is
+    an error naming its location."""
+    for path in data_files(spec):
+        for i, row in enumerate(iter_rows(path)):
+            if isinstance(row, str):
+                if not row.strip():
+                    continue
+                try:
+                    row = json.loads(row)
+                except json.JSONDecodeError as exc:
+                    raise SourceFormatError(f"{location(path, i)}: not JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise SourceFormatError(f"{location(path, i)}: expected an object")
+            yield location(path, i), row
 
 
 def prepare_inputs(inputs: list[str], tokenizer, out_prefix: Path, kind: str = "documents",

@@ -153,9 +153,13 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
         raise ConfigError(str(exc)) from exc
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    import os
+
     from msm_megatron.config import save_yaml
 
-    save_yaml(cfg, out / "sweep.yaml")  # what `msm eval agreement` re-reads
+    tmp = out / f".sweep.yaml.{os.getpid()}"  # array tasks write it concurrently
+    save_yaml(cfg, tmp)
+    tmp.replace(out / "sweep.yaml")  # what `msm eval agreement` re-reads
     if "reasoning_traces" in cfg.tasks and cfg.judge_mode == "mechanical":
         raise ConfigError("task reasoning_traces needs a judge (judge_mode=llm)")
     if "reasoning_traces" in cfg.tasks and "agentic_misalignment" not in cfg.tasks:

@@ -31,6 +31,8 @@ def test_demo_runs_the_pipeline_and_reports_without_a_judge(tmp_path):
     assert eval_dir == (latest / "eval").resolve()
     text = (eval_dir / "report.md").read_text()
     assert "Mechanical checks only — no judge was configured" in text
+    # without a clone: the builtin scenarios, and both the report and the console say so
+    assert "Scenarios: **builtin**" in text and "[demo] eval scenarios: builtin" in done.stdout
     assert "## Data efficiency" in text and (eval_dir / "data_efficiency.png").exists()
     # progress is visible: the training progress bars reach the console
     assert "qwen3_toy_midtrain:" in done.stdout and "step/s" in done.stdout
