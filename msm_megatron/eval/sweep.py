@@ -146,9 +146,9 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     try:  # every prompt and classifier is read before any model loads
         chosen = source.preset(cfg.preset, cfg.assistant_name)
         for c in chosen.conditions:
-            source.prompt(c)
+            prompt = source.prompt(c)
             if "agentic_misalignment" in cfg.tasks and cfg.judge_mode == "llm":
-                protocol.request(c, source.prompt(c), "")
+                protocol.request(c, prompt, "")
     except SourceError as exc:
         raise ConfigError(str(exc)) from exc
     out = Path(cfg.out_dir)

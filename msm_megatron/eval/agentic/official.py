@@ -137,6 +137,7 @@ class OfficialScenarios:
                                       f"{MSM_URL if kind == 'msm' else AM_URL})")
                 self.repos.append(Repo(kind, root, key))
         self._parsed: dict[Path, dict] = {}
+        self._prompts: dict[Condition, Prompt] = {}
         if not self.repos:
             raise SourceError("scenarios.source=official needs scenarios.msm_repo (a clone of "
                               f"{MSM_URL}) and/or scenarios.agentic_misalignment_repo (a clone "
@@ -222,6 +223,12 @@ class OfficialScenarios:
         return content
 
     def prompt(self, c: Condition) -> Prompt:
+        """The cell's prompt, rendered once per source (sampling and judging both ask)."""
+        if c not in self._prompts:
+            self._prompts[c] = self._render(c)
+        return self._prompts[c]
+
+    def _render(self, c: Condition) -> Prompt:
         repo = self.repo_for(c.scenario)
         user = need(self._constants(repo), "USER_PROMPT",
                     repo.templates / "system_prompt_templates.py")
