@@ -134,6 +134,16 @@ class TrainConfig:
     spec: Literal["auto", "local", "te"] = "auto"
     # Core attention of the local (non-TE) spec; see msm_megatron/models/attention.py.
     attention: Literal["auto", "unfused", "sdpa", "varlen", "flex"] = "auto"
+    # Throughput switches (docs/gpu.md#throughput-switches); each equals the reference run.
+    # LM head + cross-entropy over `loss_chunk` tokens at a time, each chunk recomputed in the
+    # backward pass: fp32 logits over the whole vocabulary never exist for a whole micro-batch.
+    loss_chunk: int | None = None
+    # Megatron's fused SwiGLU (bias_activation_fusion): one kernel for silu(gate)·up and its grad.
+    fused_swiglu: bool = False
+    # torch.compile each transformer layer (CUDA only; Inductor fuses RMSNorm, RoPE, residuals).
+    compile: bool = False
+    # Megatron-Core's local CUDA graphs of each transformer layer (CUDA, fixed shapes: concat).
+    cuda_graphs: bool = False
 
 
 @dataclass(kw_only=True, slots=True)

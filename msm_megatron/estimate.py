@@ -130,11 +130,17 @@ LOGIT_BYTES = 12  # bf16 output + fp32 copy + saved fp32 softmax + bf16 gradient
 
 
 def logits_bytes(cfg: Config) -> int:
-    """Logits of one micro-batch in the loss on the last stage: s·b·V_padded/tp · 12 bytes."""
+    """Logits of one micro-batch in the loss on the last stage: s·b·V_padded/tp · 12 bytes, or
+    those of one ``train.loss_chunk`` of tokens when the LM head runs chunked."""
     p = cfg.parallel
     vocab = padded_vocab_size(cfg.model, p.tp)
-    return int(cfg.data.seq_length / p.cp * cfg.train.micro_batch_size * vocab / p.tp
-               * LOGIT_BYTES)
+    # the loss runs over [s, b]: packed micro-batches are one THD row of mbs·seq tokens
+    seq, rows = cfg.data.seq_length / p.cp, cfg.train.micro_batch_size
+    if cfg.data.mode == "packed":
+        seq, rows = seq * rows, 1
+    if cfg.train.loss_chunk:  # chunks are cut along s
+        seq = min(seq, cfg.train.loss_chunk)
+    return int(seq * rows * vocab / p.tp * LOGIT_BYTES)
 
 
 def estimate_memory(cfg: Config, world_size: int, flash_attention: bool = True) -> dict:

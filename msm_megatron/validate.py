@@ -201,6 +201,29 @@ def _check_training(cfg: Config, world_size: int) -> list[str]:
     return errors
 
 
+def _check_switches(cfg: Config, world_size: int) -> list[str]:
+    """The throughput switches (docs/gpu.md#throughput-switches)."""
+    t = cfg.train
+    errors = []
+    if t.loss_chunk is not None and t.loss_chunk < 1:
+        errors.append(f"train.loss_chunk={t.loss_chunk} must be ≥ 1 token (or null: the whole "
+                      "micro-batch at once)")
+    if t.loss_chunk is not None and cfg.parallel.sequence_parallel:
+        errors.append("train.loss_chunk cuts the LM head along the sequence, which "
+                      "parallel.sequence_parallel splits across TP ranks: set one of them off")
+    if t.cuda_graphs and cfg.data.mode == "packed":
+        errors.append("train.cuda_graphs=true replays fixed shapes, but packed rows change their "
+                      "sequence boundaries every micro-batch: use data.mode=concat or set "
+                      "train.cuda_graphs=false")
+    if t.cuda_graphs and cfg.lora.rank:
+        errors.append("train.cuda_graphs=true is not supported with LoRA (lora.rank > 0): set "
+                      "train.cuda_graphs=false")
+    if t.cuda_graphs and t.compile:
+        errors.append("train.cuda_graphs and train.compile both take over each layer's call: "
+                      "choose one")
+    return errors
+
+
 def _check_lora(cfg: Config, world_size: int, te_available: bool) -> list[str]:
     from msm_megatron.config import LORA_PROJECTIONS
 
@@ -251,6 +274,7 @@ def validate(cfg: Config, world_size: int, te_available: bool) -> None:
         _check_batch,
         _check_interleaved,
         _check_training,
+        _check_switches,
     ]
     errors = [msg for check in checks for msg in check(cfg, world_size)]
     errors += _check_precision(cfg, world_size, te_available)

@@ -3,7 +3,16 @@
 Run on a GPU (everything, one table; ``bench/gpu/run.sh`` installs carried wheels first)::
 
     python bench/gpu/train_throughput.py --out results/       # ≈5 min on one H100
-    python bench/gpu/train_throughput.py --smoke              # tiny model, CPU: plumbing only
+    python bench/gpu/train_throughput.py --sweep --out results/   # the ablation ladder, ≤8 min
+    python bench/gpu/train_throughput.py --smoke [--sweep]    # tiny model, CPU: plumbing only
+
+``--sweep`` runs the throughput switches (docs/gpu.md#throughput-switches) as a ladder for both
+sizes: ``baseline`` (one packed row per micro-batch, no switch), ``all`` (4 rows per THD
+micro-batch + fused SwiGLU + a 4096-token chunked LM head), ``all+compile``, the HF peer, the
+packed-SFT pair with everything on, then each win alone and, on concat windows, CUDA graphs.
+The ``all`` row of each size is also profiled (``profile-<model>.txt``: top kernels, launch
+count, GPU-busy fraction of one step). Results are written after every row, so a timeout still
+leaves a table.
 
 Rows, for Qwen3-0.6B- and Qwen3-1.7B-shaped models (random init, bf16, seq 4096; the same
 packed rows of documents for every row; 4 rows = 16,384 tokens per optimizer step):
@@ -62,6 +71,34 @@ ROWS = [  # (row, model) in priority order: the driver stops starting rows at th
 SMOKE_ROWS = [("kernels", "tiny"), ("ours", "tiny"), ("unfused", "tiny"), ("hf", "tiny"),
               ("ours_sft", "tiny"), ("hf_sft", "tiny")]
 
+# The throughput switches: what each sweep label sets (``mbs``: packed rows per THD micro-batch;
+# ``mode``: data.mode; the rest are TrainConfig fields).
+CHUNK = {"loss_chunk": 4096}
+ALL = {"mbs": 4, "fused_swiglu": True, **CHUNK}
+SWITCHES = {
+    "baseline": {}, "all": ALL, "all+compile": {**ALL, "compile": True},
+    "+mbs4": {"mbs": 4}, "+fused_swiglu": {"fused_swiglu": True}, "+loss_chunk": CHUNK,
+    "+compile": {"compile": True}, "concat": {"mode": "concat"},
+    "concat+cuda_graphs": {"mode": "concat", "cuda_graphs": True},
+}
+PROFILED = "all"
+
+
+def sweep_rows(models=("0.6b", "1.7b")) -> list[tuple[str, str, str]]:
+    """(row, model, label) in priority order: the headline rows of both sizes first (baseline,
+    peer, everything on), then compile, packed SFT, each win alone, and CUDA graphs."""
+    first, second = models[0], models[-1]
+    rows = []
+    for m in dict.fromkeys(models):
+        rows += [("ours", m, "baseline"), ("hf", m, "hf"), ("ours", m, "all")]
+    rows += [("ours", m, "all+compile") for m in dict.fromkeys(models)]
+    rows += [("ours_sft", first, "all"), ("hf_sft", first, "hf")]
+    for m in dict.fromkeys(models):
+        rows += [("ours", m, label) for label in ("+mbs4", "+fused_swiglu", "+loss_chunk")]
+    rows += [("ours", first, "concat"), ("ours", first, "concat+cuda_graphs"),
+             ("ours", second, "+compile")]
+    return rows
+
 
 # ----------------------------------------------------------------------------- data
 
@@ -103,46 +140,63 @@ def packed_rows(n_rows: int, seq: int, vocab: int, seed: int = 0, sft: bool = Fa
 
 
 class RowDataset:
-    """Our trainer's dataset interface over the packed rows (sample k = row k mod n)."""
+    """Our trainer's dataset interface over the packed rows (sample k = row k mod n).
 
-    def __init__(self, rows):
-        self.rows = rows
+    ``packed=False``: the same tokens as plain concat windows ``[mbs, seq]`` (no boundaries,
+    causal attention across documents), what ``data.mode=concat`` trains on.
+    """
+
+    def __init__(self, rows, packed: bool = True):
+        self.rows, self.packed = rows, packed
 
     def batch(self, indices):
         from msm_megatron.data.datasets import concat_rows
 
-        row = concat_rows([self.rows[i % len(self.rows)] for i in indices])
+        picked = [self.rows[i % len(self.rows)] for i in indices]
+        if not self.packed:
+            return {k: torch.from_numpy(np.stack([r[k] for r in picked]))
+                    for k in ("tokens", "labels", "loss_mask")}
+        row = concat_rows(picked)
         return {k: torch.from_numpy(np.asarray(v))[None] for k, v in row.items()}
 
 
 # ----------------------------------------------------------------------------- rows
 
 
-def _config(model: str, seq: int, attention: str, micro: int, device: str, mbs: int = 1):
+def _config(model: str, seq: int, attention: str, micro: int, device: str, mbs: int = 1,
+            switches: dict | None = None):
     from msm_megatron.config import Config, DataConfig, LogConfig, ParallelConfig, TrainConfig
     from msm_megatron.models.hf_config import model_config_from_hf
 
+    train = dict(switches or {})
+    mbs, mode = train.pop("mbs", mbs), train.pop("mode", "packed")
     precision = "bf16" if device == "cuda" else "fp32"
     return Config(
         name=f"bench-{model}", model=model_config_from_hf(MODELS[model]),
         parallel=ParallelConfig(),
-        data=DataConfig(seq_length=seq, mode="packed"),
+        data=DataConfig(seq_length=seq, mode=mode),
         train=TrainConfig(micro_batch_size=mbs, global_batch_size=micro, steps=10_000,
                           precision=precision, spec="local", attention=attention,
-                          run_dir=tempfile.mkdtemp(prefix="msm-bench-")),
+                          run_dir=tempfile.mkdtemp(prefix="msm-bench-"), **train),
         log=LogConfig(tensorboard=False, progress_bar=False),
     )
 
 
-def _timed(step, warmup: int, steps: int, device: str) -> tuple[float, float]:
-    """Mean seconds per step after ``warmup`` steps, and the last loss."""
+def _timed(step, warmup: int, steps: int, device: str, profile: str | None = None
+           ) -> tuple[float, float]:
+    """Mean seconds per step after ``warmup`` steps, and the last loss; with ``profile`` (a
+    path) one more step is profiled and its summary written there."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     loss = float("nan")
     for _ in range(warmup):
         loss = step()
     sync()
-    if os.environ.get("MSM_BENCH_PROFILE"):
-        _profile(step, device)
+    profile = profile or os.environ.get("MSM_BENCH_PROFILE")
+    if profile:
+        summary = _profile(step, device)
+        print(summary, file=sys.stderr)
+        if profile not in ("1", "stderr"):
+            Path(profile).write_text(summary + "\n")
     start = time.perf_counter()
     for _ in range(steps):
         loss = step()
@@ -150,32 +204,59 @@ def _timed(step, warmup: int, steps: int, device: str) -> tuple[float, float]:
     return (time.perf_counter() - start) / steps, loss
 
 
-def _profile(step, device) -> None:
-    """One profiled step: top operators by device and by CPU time, and the GPU-busy fraction."""
+def _busy_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, end)`` intervals (kernels on several streams overlap)."""
+    busy, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            busy += end - max(start, reach)
+            reach = end
+    return busy
+
+
+def _profile(step, device) -> str:
+    """One profiled step: the top kernels (GPU) or operators (CPU) by self time, the number of
+    kernel launches, and the fraction of the step's wall time the GPU was busy."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    cuda = device == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     start = time.perf_counter()
     with profile(activities=activities) as prof:
         step()
-        if device == "cuda":
+        if cuda:
             torch.cuda.synchronize()
     wall = time.perf_counter() - start
-    events = prof.key_averages()
-    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
-    print(events.table(sort_by=sort, row_limit=22, max_name_column_width=60), file=sys.stderr)
-    print(events.table(sort_by="cpu_time_total", row_limit=12, max_name_column_width=60),
-          file=sys.stderr)
-    busy = sum(e.self_device_time_total for e in events) / 1e6 if device == "cuda" else 0
-    print(f"PROFILE wall {wall * 1e3:.1f} ms, device busy {busy * 1e3:.1f} ms", file=sys.stderr)
+    events = prof.events()
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    lines = [f"one training step: wall {wall * 1e3:.1f} ms"]
+    if cuda:
+        busy = _busy_seconds([(e.time_range.start / 1e6, e.time_range.end / 1e6)
+                              for e in kernels])
+        lines.append(f"GPU kernels launched: {len(kernels)}; GPU busy {busy * 1e3:.1f} ms = "
+                     f"{busy / wall:.0%} of the step")
+    else:
+        lines.append(f"no GPU: operator count {len(events)} (kernel launches need CUDA)")
+    totals: dict[str, list[float]] = {}
+    for e in kernels if cuda else [e for e in events if e.device_type == DeviceType.CPU]:
+        entry = totals.setdefault(e.name, [0.0, 0])
+        entry[0] += (e.time_range.end - e.time_range.start) if cuda else e.self_cpu_time_total
+        entry[1] += 1
+    total = sum(t for t, _ in totals.values()) or 1.0
+    lines += ["", f"top {'kernels' if cuda else 'operators'} by {'GPU' if cuda else 'CPU self'} "
+              "time:", "| ms | share | calls | name |", "|---|---|---|---|"]
+    for name, (t, n) in sorted(totals.items(), key=lambda kv: -kv[1][0])[:15]:
+        lines.append(f"| {t / 1e3:.2f} | {t / total:.1%} | {n} | {name[:90]} |")
+    return "\n".join(lines)
 
 
 def run_ours(model, rows, seq, attention, args, device) -> dict:
     from msm_megatron.estimate import estimate_memory
     from msm_megatron.train.trainer import Trainer
 
-    cfg = _config(model, seq, attention, args.micro, device, args.mbs)
-    trainer = Trainer(cfg, dataset=RowDataset(rows))
+    cfg = _config(model, seq, attention, args.micro, device, args.mbs, args.switches)
+    trainer = Trainer(cfg, dataset=RowDataset(rows, packed=cfg.data.mode == "packed"))
     kernel_note = attention
     if attention == "auto" and device == "cuda":
         from msm_megatron.models.attention import resolve_kernel
@@ -186,7 +267,7 @@ def run_ours(model, rows, seq, attention, args, device) -> dict:
         trainer.state.consumed_samples += cfg.train.global_batch_size
         return loss
 
-    seconds, loss = _timed(step, args.warmup, args.steps, device)
+    seconds, loss = _timed(step, args.warmup, args.steps, device, args.profile)
     est = estimate_memory(cfg, 1, flash_attention=attention != "unfused")["total"]
     return {"seconds": seconds, "loss": loss, "est_bytes": est, "attention": kernel_note}
 
@@ -371,32 +452,50 @@ def metrics(result: dict, model: str, seq: int) -> dict:
     return {"tokens_per_s": tps, "tflops": tflops, "mfu": tflops / LogConfig().peak_tflops}
 
 
+def _label(r: dict) -> str:
+    return r.get("label", r["row"])
+
+
 def format_table(results: list[dict], seq: int) -> str:
-    """One markdown table for the training rows, one for the kernels."""
+    """One markdown table for the training rows, one for the kernels.
+
+    ``vs hf``: tokens/s against the HF row of the same model (``hf_sft`` for SFT rows);
+    ``vs base``: against our ``baseline`` row of the same model (sweep).
+    """
     gib = 1024**3
-    lines = ["| model | row | attention | tokens/s | TFLOP/s | MFU | vs hf | peak GiB | "
-             "est GiB (Δ) | loss |", "|---|---|---|---|---|---|---|---|---|---|"]
-    by_key = {(r["model"], r["row"]): r for r in results}
+    lines = ["| model | row | switches | attention | tokens/s | TFLOP/s | MFU | vs hf | vs base | "
+             "peak GiB | est GiB (Δ) | loss |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    ok = {(r["model"], r["row"], _label(r)): r for r in results
+          if "error" not in r and r["row"] != "kernels"}
+
+    def tps(r):
+        return metrics(r, r["model"], seq)["tokens_per_s"]
+
     for r in results:
         if r["row"] == "kernels":
             continue
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['row']} | | {r['error'][:80]} | | | | | | |")
+            lines.append(f"| {r['model']} | {r['row']} | {_label(r)} | | {r['error'][:80]} | "
+                         "| | | | | | |")
             continue
         m = metrics(r, r["model"], seq)
-        peer = by_key.get((r["model"], "hf_sft" if r["row"].endswith("_sft") else "hf"))
-        ratio = ""
-        if peer and "error" not in peer and not r["row"].startswith("hf"):
-            ratio = f"{m['tokens_per_s'] / metrics(peer, r['model'], seq)['tokens_per_s']:.2f}×"
+        sft = r["row"].endswith("_sft")
+        peer = next((v for (model, row, _), v in ok.items()
+                     if model == r["model"] and row == ("hf_sft" if sft else "hf")), None)
+        ratio = ("" if peer is None or r["row"].startswith("hf")
+                 else f"{m['tokens_per_s'] / tps(peer):.2f}×")
+        base = ok.get((r["model"], r["row"], "baseline"))
+        vs_base = ("" if base is None or base is r
+                   else f"{m['tokens_per_s'] / tps(base):.2f}×")
         peak = f"{r['peak_bytes'] / gib:.1f}" if "peak_bytes" in r else "–"
         est = ""
         if "est_bytes" in r:
             est = f"{r['est_bytes'] / gib:.1f}"
             if "peak_bytes" in r:
                 est += f" ({(r['est_bytes'] - r['peak_bytes']) / r['peak_bytes']:+.0%})"
-        lines.append(f"| {r['model']} | {r['row']} | {r.get('attention', '')} | "
+        lines.append(f"| {r['model']} | {r['row']} | {_label(r)} | {r.get('attention', '')} | "
                      f"{m['tokens_per_s']:,.0f} | {m['tflops']:.1f} | {m['mfu']:.1%} | {ratio} | "
-                     f"{peak} | {est} | {r['loss']:.3f} |")
+                     f"{vs_base} | {peak} | {est} | {r['loss']:.3f} |")
     for r in results:
         if r["row"] != "kernels":
             continue
@@ -414,10 +513,38 @@ def format_table(results: list[dict], seq: int) -> str:
     return "\n".join(lines)
 
 
-def drive(args) -> int:
-    rows = SMOKE_ROWS if args.smoke else ROWS
+def planned_rows(args) -> list[tuple[str, str, str]]:
+    """(row, model, label) to run, in order."""
+    if args.sweep:
+        rows = sweep_rows(("tiny",) if args.smoke else ("0.6b", "1.7b"))
+    else:
+        rows = [(r, m, r) for r, m in (SMOKE_ROWS if args.smoke else ROWS)]
     if args.only:
-        rows = [(r, m) for r, m in rows if f"{r}:{m}" in args.only.split(",")]
+        wanted = args.only.split(",")
+        rows = [(r, m, lab) for r, m, lab in rows
+                if f"{r}:{m}" in wanted or f"{r}:{m}:{lab}" in wanted]
+    return rows
+
+
+def row_switches(label: str, args) -> dict:
+    """The switches of a sweep label; the smoke run cuts the LM head into uneven chunks of its
+    short rows (4096 would not chunk a 128-token row at all)."""
+    switches = dict(SWITCHES.get(label, {}))
+    if args.smoke and "loss_chunk" in switches:
+        switches["loss_chunk"] = 48
+    return switches
+
+
+def _write(out_dir: Path | None, results: list[dict], seq: int) -> str:
+    table = environment_line() + "\n\n" + format_table(results, seq)
+    if out_dir:  # after every row: a timeout or a crash still leaves a table
+        (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+        (out_dir / "table.md").write_text(table + "\n")
+    return table
+
+
+def drive(args) -> int:
+    rows = planned_rows(args)
     deadline = time.monotonic() + args.budget
     out_dir = Path(args.out) if args.out else None
     if out_dir:
@@ -425,39 +552,47 @@ def drive(args) -> int:
     results = []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(REPO), os.environ.get("PYTHONPATH", "")])}
-    for row, model in rows:
+    for row, model, label in rows:
         left = deadline - time.monotonic()
+        switches = row_switches(label, args)
         if left < 30:
-            results.append({"row": row, "model": model, "error": "skipped: time budget"})
-            continue
-        with tempfile.NamedTemporaryFile(suffix=".json") as handle:
-            cmd = [sys.executable, __file__, "--row", row, "--model", model, "--json",
-                   handle.name, "--seq", str(args.seq), "--micro", str(args.micro),
-                   "--warmup", str(args.warmup), "--steps", str(args.steps),
-                   "--attention", args.attention, "--mbs", str(args.mbs)]
-            start = time.monotonic()
-            try:
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                                      timeout=min(left, args.row_timeout))
-                text = Path(handle.name).read_text()
-                result = json.loads(text) if proc.returncode == 0 and text else {
-                    "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-                if proc.returncode and out_dir:
-                    with open(out_dir / "errors.log", "a") as log:
-                        log.write(f"===== {row} {model}\n{proc.stderr[-20000:]}\n")
-            except subprocess.TimeoutExpired:
-                result = {"error": "timed out"}
-        result.update(row=row, model=model, wall_s=round(time.monotonic() - start, 1))
+            result = {"error": "skipped: time budget"}
+        elif switches.get("cuda_graphs") and not torch.cuda.is_available():
+            result = {"error": "skipped: CUDA graphs need a GPU"}
+        else:
+            result = _run_child(row, model, label, switches, args, env, out_dir, left)
+        result.update(row=row, model=model, label=label, switches=switches)
         results.append(result)
         print(json.dumps(result), flush=True)
-        if out_dir:
-            (out_dir / "results.json").write_text(json.dumps(results, indent=1))
-    table = format_table(results, args.seq)
-    header = environment_line()
-    print("\n" + header + "\n\n" + table)
-    if out_dir:
-        (out_dir / "table.md").write_text(header + "\n\n" + table + "\n")
+        _write(out_dir, results, args.seq)
+    print("\n" + _write(out_dir, results, args.seq))
     return 0
+
+
+def _run_child(row, model, label, switches, args, env, out_dir, left) -> dict:
+    """One row in its own process (clean peak memory; an OOM or a crash loses one row)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as handle:
+        cmd = [sys.executable, __file__, "--row", row, "--model", model, "--json",
+               handle.name, "--seq", str(args.seq), "--micro", str(args.micro),
+               "--warmup", str(args.warmup), "--steps", str(args.steps),
+               "--attention", args.attention, "--mbs", str(args.mbs),
+               "--switches", json.dumps(switches)]
+        if out_dir and row == "ours" and label == PROFILED and args.sweep:
+            cmd += ["--profile", str(out_dir / f"profile-{model}.txt")]
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                                  timeout=min(left, args.row_timeout))
+            text = Path(handle.name).read_text()
+            result = json.loads(text) if proc.returncode == 0 and text else {
+                "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+            if proc.returncode and out_dir:
+                with open(out_dir / "errors.log", "a") as log:
+                    log.write(f"===== {row} {model} {label}\n{proc.stderr[-20000:]}\n")
+        except subprocess.TimeoutExpired:
+            result = {"error": "timed out"}
+    result["wall_s"] = round(time.monotonic() - start, 1)
+    return result
 
 
 def environment_line() -> str:
@@ -479,8 +614,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", help="folder for results.json and table.md")
     parser.add_argument("--smoke", action="store_true", help="tiny model on CPU (plumbing)")
-    parser.add_argument("--only", help="comma-separated row:model pairs, e.g. ours:0.6b,hf:0.6b")
-    parser.add_argument("--budget", type=float, default=420, help="seconds for all rows")
+    parser.add_argument("--sweep", action="store_true",
+                        help="the ablation ladder of the throughput switches (both sizes)")
+    parser.add_argument("--only", help="comma-separated row:model[:label], e.g. ours:0.6b,hf:0.6b")
+    parser.add_argument("--budget", type=float, help="seconds for all rows "
+                        "(default 420; --sweep: 450)")
     parser.add_argument("--row-timeout", type=float, default=150)
     parser.add_argument("--seq", type=int, default=4096)
     parser.add_argument("--micro", type=int, default=4, help="packed rows per optimizer step")
@@ -492,9 +630,13 @@ def main(argv=None) -> int:
     parser.add_argument("--row", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
+    parser.add_argument("--switches", type=json.loads, default={}, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.budget is None:
+        args.budget = 450 if args.sweep else 420
     if args.smoke and not args.row:
-        args.seq, args.micro, args.warmup, args.steps = 128, 2, 1, 2
+        args.seq, args.micro, args.warmup, args.steps = 128, 4, 1, 2
     if args.row:
         result = run_row(args.row, args.model, args)
         Path(args.json).write_text(json.dumps(result))

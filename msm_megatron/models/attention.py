@@ -151,6 +151,10 @@ class _PerBatchCache:
         self._key = None
         self._values: dict = {}
 
+    # Never traced by torch.compile (train.compile): a compiled layer would capture the first
+    # micro-batch's cached mask / RoPE tables as constants and reuse them for the next batches.
+    # Called eagerly, the lookup hands each micro-batch's tensors to the compiled graph as inputs.
+    @torch.compiler.disable
     def get(self, owner, tag, build):
         key = self._key() if self._key is not None else None
         if key is not owner:
@@ -294,6 +298,9 @@ class CoreAttention(DotProductAttention):
 
     # -- reference ---------------------------------------------------------------------------
 
+    # The exact reference, not a fast path: left to eager under train.compile (Megatron's
+    # DotProductAttention does not trace with the dynamic shapes of packed rows).
+    @torch.compiler.disable
     def _unfused(self, query, key, value, attention_mask, attn_mask_type, cu, batch):
         if cu is None:
             return super().forward(query, key, value, attention_mask, attn_mask_type, None, None)

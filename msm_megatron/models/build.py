@@ -78,6 +78,8 @@ def transformer_config(cfg: Config):
         sequence_parallel=p.sequence_parallel, params_dtype=dtype, pipeline_dtype=dtype,
         bf16=t.precision == "bf16", fp16=t.precision == "fp16", use_cpu_initialization=on_cpu,
         bias_dropout_fusion=False, apply_rope_fusion=False,
+        # train.fused_swiglu: Megatron's fused silu(gate)·up (and its backward) in one kernel
+        bias_activation_fusion=t.fused_swiglu,
         # Megatron's fused softmax needs Megatron-LM's compiled `scaled_*_softmax_cuda` kernels
         # (not in megatron-core) and, for causal masks, ignores the attention mask — which would
         # let packed documents attend to each other. Fast attention is CoreAttention's job.
@@ -88,8 +90,34 @@ def transformer_config(cfg: Config):
         # recv_prev before recv_next) swaps activations and gradients when prev == next (pp=2,
         # interleaved). The unbatched path uses distinct groups per direction: exact on gloo.
         batch_p2p_comm=not on_cpu, deallocate_pipeline_outputs=True,
-        **_recompute_fields(cfg), **fp8_fields(cfg),
+        **_recompute_fields(cfg), **fp8_fields(cfg), **cuda_graph_fields(cfg),
     )
+
+
+def cuda_graph_fields(cfg: Config) -> dict:
+    """Megatron ``TransformerConfig`` fields for ``train.cuda_graphs``: Megatron-Core's own
+    ("local") CUDA graphs, one per transformer layer, captured after the first steps."""
+    if not cfg.train.cuda_graphs:
+        return {}
+    if not torch.cuda.is_available():
+        raise ConfigError("train.cuda_graphs=true needs a CUDA device (CUDA graphs replay GPU "
+                          "kernels); set train.cuda_graphs=false on this machine")
+    return {"cuda_graph_impl": "local"}
+
+
+def compile_layers(cfg: Config, model) -> None:
+    """``train.compile``: ``torch.compile`` each transformer layer in place (``Module.compile``,
+    so parameter names and checkpoints are unchanged). Inductor fuses the layer's elementwise
+    work (RMSNorm, RoPE, SwiGLU, residual adds) around the matmuls and the attention kernel."""
+    if not cfg.train.compile or model.decoder is None:
+        return
+    layers = list(model.decoder.layers)
+    # Dynamo may specialize per layer (each layer's own attributes, e.g. layer_number); past
+    # recompile_limit it would silently run the remaining layers eagerly.
+    limit = 4 * cfg.model.num_layers + 8
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+    for layer in layers:
+        layer.compile()
 
 
 def layer_spec(cfg: Config):
@@ -184,5 +212,6 @@ def build_model_chunks(cfg: Config) -> list:
             prepare_lora_model(model)
         if torch.cuda.is_available():
             model.cuda(torch.cuda.current_device())
+        compile_layers(cfg, model)
         chunks.append(model)
     return chunks

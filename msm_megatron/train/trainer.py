@@ -11,6 +11,7 @@ Megatron-Core. Run it through the CLI::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -129,6 +130,7 @@ class Trainer:
         self.layout = derive_layout(cfg, launch.world_size, epoch_samples(cfg, self.dataset))
         torch.manual_seed(cfg.train.seed)
         init_distributed(cfg.parallel, cfg.train.seed)
+        self.forward_step = partial(forward_step, loss_chunk=cfg.train.loss_chunk)
         self.run_dir = Path(cfg.train.run_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.chunks = wrap_for_training(cfg, build_model_chunks(cfg))
@@ -187,9 +189,10 @@ class Trainer:
         if self.cfg.data.mode == "packed":
             seq, shape_mbs = seq * mbs, 1
         losses = get_forward_backward_func()(
-            forward_step_func=forward_step, data_iterator=iters if len(iters) > 1 else iters[0],
-            model=self.chunks, num_microbatches=num_micro, seq_length=seq,
-            micro_batch_size=shape_mbs, forward_only=False,
+            forward_step_func=self.forward_step,
+            data_iterator=iters if len(iters) > 1 else iters[0], model=self.chunks,
+            num_microbatches=num_micro, seq_length=seq, micro_batch_size=shape_mbs,
+            forward_only=False,
         )
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this step applies
         _, grad_norm, _ = self.optimizer.step()

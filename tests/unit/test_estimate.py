@@ -197,3 +197,17 @@ def test_lora_flops_drop_the_frozen_weight_gradients():
     m = get_recipe("qwen3_32b_midtrain_lora").model
     full, lora = model_flops_per_token(m, 8192), lora_flops_per_token(m, 8192, 64)
     assert 0.6 < lora / full < 0.8  # 4/6 of the matmuls; attention (no weights) unchanged
+
+
+def test_loss_chunk_bounds_the_logits_memory():
+    base = apply_overrides(get_recipe("qwen3_toy_sft"), ["train.micro_batch_size=4"])
+    vocab = padded_vocab_size(base.model, 1)
+    whole = estimate_memory(base, 1)["logits"]
+    assert whole == 4 * 512 * vocab * 12  # packed: one THD row of 4·512 tokens
+    chunked = estimate_memory(apply_overrides(base, ["train.loss_chunk=300"]), 1)
+    assert chunked["logits"] == 300 * vocab * 12
+    assert estimate_memory(base, 1)["total"] - chunked["total"] == whole - chunked["logits"]
+    concat = apply_overrides(get_recipe("qwen3_toy_midtrain"), ["train.loss_chunk=100"])
+    assert estimate_memory(concat, 1)["logits"] == 100 * 4 * vocab * 12  # [100, b=4] per chunk
+    bigger = apply_overrides(base, ["train.loss_chunk=100000"])
+    assert estimate_memory(bigger, 1)["logits"] == whole

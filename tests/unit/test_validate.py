@@ -186,3 +186,16 @@ def test_epochs_decide_steps_from_the_data_samples():
     assert derive_layout(cfg, 1)["total_steps"] is None  # data not counted yet
     assert duration_unit(toy("train.epochs=1")) == "steps"
     assert "train.epochs=0" in error(toy("train.steps=null", "train.epochs=0"), 1)
+
+
+def test_throughput_switches_are_checked():
+    assert "train.loss_chunk=0 must be ≥ 1" in error(toy("train.loss_chunk=0"), 1)
+    msg = error(qwen32("train.loss_chunk=4096"), 16, te=True)  # the recipe runs SP at TP 8
+    assert "train.loss_chunk" in msg and "sequence_parallel" in msg
+    packed = toy("data.mode=packed", "train.cuda_graphs=true")
+    assert "packed rows change their sequence boundaries" in error(packed, 1)
+    assert "choose one" in error(toy("train.cuda_graphs=true", "train.compile=true"), 1)
+    assert "LoRA" in error(toy("train.cuda_graphs=true", "lora.rank=8", "train.spec=local"), 1)
+    validate(toy("train.loss_chunk=100", "train.fused_swiglu=true", "train.compile=true"), 1,
+             te_available=False)
+    validate(toy("train.cuda_graphs=true"), 1, te_available=False)  # CUDA is checked at build
