@@ -2,6 +2,8 @@
 # The one-GPU benchmark in one command (bench/gpu/train_throughput.py; ≈6 min on one H100):
 #
 #   bash bench/gpu/run.sh                 # results in $OUT or bench/gpu/results/
+#   bash bench/gpu/run.sh --sweep         # the throughput-switch ladder, both sizes, ≤ 8 min
+#                                         # on one H200 (table.md, results.json, profile-*.txt)
 #
 # On a machine without internet, carry the wheels it lacks in .whl/ (megatron-core 0.19.2 for
 # its Python; see docs/benchmarks.md) — they are installed into a private folder first.
