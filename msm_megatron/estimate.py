@@ -204,7 +204,15 @@ def _header_lines(cfg: Config, world_size: int) -> list[str]:
         f"precision {t.precision}{f' + fp8 {t.fp8}' if t.fp8 else ''}, recompute {t.recompute}, "
         f"distributed optimizer {'on' if p.distributed_optimizer else 'off'}, "
         f"sequence parallel {'on' if p.sequence_parallel else 'off'}",
-    ] + _lora_lines(cfg)
+    ] + _switch_lines(cfg) + _lora_lines(cfg)
+
+
+def _switch_lines(cfg: Config) -> list[str]:
+    """The throughput switches that are on (docs/gpu.md#throughput-switches)."""
+    t = cfg.train
+    on = [f"loss_chunk {t.loss_chunk}"] if t.loss_chunk else []
+    on += [name for name in ("fused_swiglu", "compile", "cuda_graphs") if getattr(t, name)]
+    return [f"throughput switches: {', '.join(on)}"] if on else []
 
 
 def epoch_budget(cfg: Config) -> tuple[int | None, str]:

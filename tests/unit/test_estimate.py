@@ -211,3 +211,10 @@ def test_loss_chunk_bounds_the_logits_memory():
     assert estimate_memory(concat, 1)["logits"] == 100 * 4 * vocab * 12  # [100, b=4] per chunk
     bigger = apply_overrides(base, ["train.loss_chunk=100000"])
     assert estimate_memory(bigger, 1)["logits"] == whole
+
+
+def test_dry_run_names_the_throughput_switches_that_are_on():
+    assert "throughput switches" not in format_dry_run(get_recipe("qwen3_toy_midtrain"), 1)
+    cfg = apply_overrides(get_recipe("qwen3_toy_midtrain"),
+                          ["train.loss_chunk=64", "train.compile=true"])
+    assert "throughput switches: loss_chunk 64, compile" in format_dry_run(cfg, 1)
