@@ -36,6 +36,8 @@ setup(
         "beautifulsoup4",
         # parquet files and HF `datasets` directories (the MSM release's data) in data prepare
         "pyarrow",
+        # HF weights: the converters' own safetensors reader/writer and `msm convert lora-export`
+        "safetensors",
     ],
     # sniffio: without it httpcore retries `import sniffio` on every request (~1 ms of CPU each
     # at high concurrency; see bench/generate.py).

@@ -41,8 +41,8 @@ def write_random_model(out: Path, layers: int, hidden: int) -> int:
     """A random bf16 Qwen3-shaped HF directory, written tensor by tensor; returns #params."""
     from msm_megatron.convert import arch_spec
     from msm_megatron.convert.hf_io import PlannedTensor, SafetensorsStreamWriter
-    from msm_megatron.convert.spec import resolve
     from msm_megatron.models.hf_config import hf_config_from_model, model_config_from_hf
+    from msm_megatron.weight_mapping import resolve
 
     hf = {"model_type": "qwen3", "vocab_size": 151936, "hidden_size": hidden,
           "intermediate_size": hidden * 3, "num_hidden_layers": layers,

@@ -103,7 +103,7 @@ def main() -> None:
     from msm_megatron.eval.agentic.grid import preset
     from msm_megatron.eval.agentic.scenarios import build_prompt
     from msm_megatron.eval.runners import HFRunner, SampleBatch, VLLMRunner, prompt_seed
-    from msm_megatron.vllm_engine import EngineCache
+    from msm_megatron.llm.vllm_engine import EngineCache
 
     temperature = 0.7
     cuda = torch.cuda.is_available()

@@ -6,8 +6,8 @@ Run from the repository root (CPU, about a minute)::
 
 Starts the local OpenAI-compatible server (``tests/llm_server.py``, no faults) with a fixed
 simulated latency per request, then runs ``rounds × concurrency`` distinct prompts through our
-full client path — :class:`~msm_megatron.generate.runner.CallRunner` (cache writes, content
-parsing, accounting) over :class:`~msm_megatron.generate.http_backends.OpenAICompatBackend`
+full client path — :class:`~msm_megatron.llm.runner.CallRunner` (cache writes, content
+parsing, accounting) over :class:`~msm_megatron.llm.http_backends.OpenAICompatBackend`
 (httpx, keep-alive pool) — at concurrency 1, 32 and 256. The peer is the ideal client: it
 would sustain exactly ``concurrency / latency`` requests/s. Reported: sustained requests/s (the
 first and last ``concurrency`` completions — connection set-up and ramp-down — excluded), the
@@ -29,10 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from msm_megatron.generate.cache import CallCache  # noqa: E402
-from msm_megatron.generate.http_backends import OpenAICompatBackend  # noqa: E402
-from msm_megatron.generate.llm import LLMRequest  # noqa: E402
-from msm_megatron.generate.runner import CallRunner, Job  # noqa: E402
+from msm_megatron.llm.backend import LLMRequest  # noqa: E402
+from msm_megatron.llm.cache import CallCache  # noqa: E402
+from msm_megatron.llm.http_backends import OpenAICompatBackend  # noqa: E402
+from msm_megatron.llm.jobs import Job  # noqa: E402
+from msm_megatron.llm.runner import CallRunner  # noqa: E402
 
 
 def measure(url: str, concurrency: int, rounds: int, tmp: Path, tag: str) -> dict:

@@ -7,7 +7,7 @@ Same as `msm convert export ...` (see `--help`).
 
 import sys
 
-from msm_megatron.convert.commands import tool_main
+from msm_megatron.cli import main
 
 if __name__ == "__main__":
-    sys.exit(tool_main("export"))
+    sys.exit(main(["convert", "export", *sys.argv[1:]]))

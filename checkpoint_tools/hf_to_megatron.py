@@ -7,7 +7,7 @@ Same as `msm convert hf-to-megatron ...` (see `--help`).
 
 import sys
 
-from msm_megatron.convert.commands import tool_main
+from msm_megatron.cli import main
 
 if __name__ == "__main__":
-    sys.exit(tool_main("hf-to-megatron"))
+    sys.exit(main(["convert", "hf-to-megatron", *sys.argv[1:]]))

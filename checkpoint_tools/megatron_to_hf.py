@@ -7,7 +7,7 @@ Same as `msm convert megatron-to-hf ...` (see `--help`).
 
 import sys
 
-from msm_megatron.convert.commands import tool_main
+from msm_megatron.cli import main
 
 if __name__ == "__main__":
-    sys.exit(tool_main("megatron-to-hf"))
+    sys.exit(main(["convert", "megatron-to-hf", *sys.argv[1:]]))

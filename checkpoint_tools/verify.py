@@ -7,7 +7,7 @@ Same as `msm convert verify ...` (see `--help`).
 
 import sys
 
-from msm_megatron.convert.commands import tool_main
+from msm_megatron.cli import main
 
 if __name__ == "__main__":
-    sys.exit(tool_main("verify"))
+    sys.exit(main(["convert", "verify", *sys.argv[1:]]))

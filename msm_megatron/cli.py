@@ -18,24 +18,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from msm_megatron.config import Config, ConfigError, apply_overrides, load_yaml
+from msm_megatron.config import Config, ConfigError, apply_overrides, load_config
 
 
 def resolve_config(target: str, overrides: list[str], model_from_hf: str | None = None) -> Config:
     """A recipe name or a YAML path; its model replaced by an HF config if given; overrides."""
-    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
-        if not Path(target).is_file():
-            raise ConfigError(f"config file {target} does not exist")
-        cfg = load_yaml(target)
-    else:
-        from msm_megatron.recipes import get_recipe
+    from msm_megatron.recipes import get_recipe
 
-        cfg = get_recipe(target)
+    cfg = load_config(Config, target, named=get_recipe)
     if model_from_hf:
         import dataclasses
 
@@ -43,37 +36,6 @@ def resolve_config(target: str, overrides: list[str], model_from_hf: str | None 
 
         cfg = dataclasses.replace(cfg, model=load_hf_config(model_from_hf))
     return apply_overrides(cfg, overrides)
-
-
-def relaunch_with_torchrun(nproc: int, argv: list[str], run_dir: str | Path) -> int:
-    """Re-run this command under torchrun with ``nproc`` local ranks; returns its exit code.
-
-    torchrun turns any failing rank into exit 1, so a preemption stop (the ranks exit 75 after
-    saving) is recovered from the run's ``exit_status.json`` and passed on as 75.
-    """
-    from msm_megatron.distributed import free_port
-    from msm_megatron.train.preemption import REQUEUE_EXIT_CODE, read_exit_status
-
-    started = time.time()
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-           f"--master-port={free_port()}", "-m", "msm_megatron.cli", *argv]
-    code = subprocess.call(cmd)
-    status = read_exit_status(run_dir)
-    if code != 0 and status and status["time"] >= started:
-        return REQUEUE_EXIT_CODE if status["exit_code"] == REQUEUE_EXIT_CODE else code
-    return code
-
-
-def _strip_nproc(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            out.append(arg)
-    return out
 
 
 def cmd_train(args, argv: list[str]) -> int:
@@ -87,7 +49,9 @@ def cmd_train(args, argv: list[str]) -> int:
         print(format_dry_run(cfg, world))
         return 0
     if args.nproc and "RANK" not in os.environ:
-        return relaunch_with_torchrun(args.nproc, _strip_nproc(argv), cfg.train.run_dir)
+        from msm_megatron.distributed import relaunch_with_torchrun
+
+        return relaunch_with_torchrun(args.nproc, argv, cfg.train.run_dir)
     from msm_megatron.distributed import destroy_distributed
     from msm_megatron.train.trainer import Trainer
 
@@ -155,9 +119,7 @@ def cmd_eval(args, argv: list[str]) -> int:
 
         return agreement_main(argv[argv.index("agreement") + 1:])
     from msm_megatron.eval.sweep import EvalSweepConfig, run_sweep
-    from msm_megatron.generate.commands import gen_config
-
-    cfg = gen_config(EvalSweepConfig, args.config, args.overrides)
+    cfg = load_config(EvalSweepConfig, args.config, args.overrides)
     summary = run_sweep(cfg, progress=not args.quiet)
     for arm, data in summary["arms"].items():
         print(f"{arm}: average misalignment (classifier) {data['average_classifier']:.1%}, "
@@ -217,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_parser(sub)
     from msm_megatron.pipeline.commands import add_parser as add_pipeline_parser
 
-    add_pipeline_parser(sub)
+    add_pipeline_parser(sub, run_argv=main)  # a pipeline stage runs `msm <argv>` in-process
     ev = sub.add_parser("eval", help="agentic-misalignment sweep over HF exports (report); "
                         "`msm eval agreement SWEEP_DIR ...` compares two judges")
     ev.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. preset=paper")
@@ -253,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    from msm_megatron.generate.llm import LLMError
+    from msm_megatron.llm.backend import LLMError
 
     try:
         return args.func(args, argv)

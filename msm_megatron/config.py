@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import pkgutil
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,17 +30,31 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the key/file and the fix."""
 
 
+def architecture_names() -> tuple[str, ...]:
+    """The values ``model.arch`` may take: the architecture files of
+    :mod:`msm_megatron.architectures` (every module not starting with ``_``), sorted.
+
+    The package's folder is listed, not imported: it builds on this module. The registry's
+    :func:`~msm_megatron.architectures.names` is this function.
+    """
+    folder = Path(__file__).with_name("architectures")
+    return tuple(sorted(module.name for module in pkgutil.iter_modules([str(folder)])
+                        if not module.name.startswith("_")))
+
+
 @dataclass(kw_only=True, slots=True)
 class ModelConfig:
     """Architecture of a decoder-only transformer, in HF ``config.json`` terms.
 
-    ``arch`` is the HF ``model_type`` (``qwen3``, ``qwen2``, ``llama``). ``head_dim`` may differ
-    from ``hidden_size / num_attention_heads`` (Qwen3). ``num_key_value_heads`` < heads is GQA.
+    ``arch`` is the HF ``model_type``: one of the architectures, a file each in
+    :mod:`msm_megatron.architectures`. ``head_dim`` may differ from
+    ``hidden_size / num_attention_heads`` (Qwen3). ``num_key_value_heads`` < heads is GQA.
     ``rope_scaling_factor`` is Llama-3.1's "llama3" RoPE scaling (low/high frequency factors 1 and
     4, original context 8192 — the values Megatron-Core implements); None means plain RoPE.
     """
 
-    arch: Literal["qwen3", "qwen2", "llama"] = "qwen3"
+    # Checked like a Literal, against the names a field's metadata "choices" returns.
+    arch: str = field(default="qwen3", metadata={"choices": architecture_names})
     vocab_size: int = 151936
     hidden_size: int = 1024
     intermediate_size: int = 3072
@@ -270,7 +286,8 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(by_name)
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
@@ -281,6 +298,9 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
             kwargs[key] = from_dict(tp, value or {}, path)
         else:
             kwargs[key] = _coerce(value, tp, path)
+            if "choices" in by_name[key].metadata:
+                choices = tuple(by_name[key].metadata["choices"]())
+                kwargs[key] = _coerce(kwargs[key], Literal[choices], path)
     return cls(**kwargs)
 
 
@@ -317,7 +337,7 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
     return from_dict(type(cfg), data)
 
 
-def load_yaml(path: str | Path, cls: type = None) -> Any:
+def load_yaml(path: str | Path, cls: type | None = None) -> Any:
     """Load a config YAML into ``cls`` (default :class:`Config`); errors name the file."""
     cls = cls or Config
     path = Path(path)
@@ -329,6 +349,30 @@ def load_yaml(path: str | Path, cls: type = None) -> Any:
         return from_dict(cls, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def load_config(cls: type, source: str | Path | None = None, overrides: list[str] = (),
+                named: Callable[[str], Any] | None = None, what: str = "config") -> Any:
+    """The one way a config is made: a base, then dotlist overrides.
+
+    The base is a YAML file (``source`` ends in ``.yaml``/``.yml`` or is a file), a named one
+    (``named(source)``: a recipe), or ``cls``'s defaults when ``source`` is None. Every command
+    loads its config through here (``msm train``: recipes or YAML; ``msm generate``/``eval``:
+    defaults or YAML; ``msm pipeline``: an experiment YAML).
+
+    Raises:
+        ConfigError: the file does not exist (named ``what`` in the message), is not valid
+            YAML, or has an unknown key or a bad value (file and key named).
+    """
+    if source is None:
+        cfg = cls()
+    elif str(source).endswith((".yaml", ".yml")) or Path(source).is_file() or named is None:
+        if not Path(source).is_file():
+            raise ConfigError(f"{source}: {what} file not found")
+        cfg = load_yaml(source, cls)
+    else:
+        cfg = named(str(source))
+    return apply_overrides(cfg, list(overrides))
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:

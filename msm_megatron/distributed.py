@@ -14,6 +14,10 @@ import datetime
 import os
 import re
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -67,6 +71,38 @@ def read_launch_env(environ: dict | None = None) -> LaunchEnv:
             addr, port, "slurm",
         )
     return LaunchEnv(0, 1, 0, "127.0.0.1", free_port(), "single")
+
+
+def strip_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N`` (what each relaunched rank runs)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def relaunch_with_torchrun(nproc: int, argv: list[str], run_dir: str | Path) -> int:
+    """Re-run ``msm <argv>`` (``--nproc`` removed) under torchrun with ``nproc`` local ranks;
+    returns its exit code.
+
+    torchrun turns any failing rank into exit 1, so a preemption stop (the ranks exit 75 after
+    saving) is recovered from the run's ``exit_status.json`` and passed on as 75.
+    """
+    from msm_megatron.run_files import REQUEUE_EXIT_CODE, read_exit_status
+
+    started = time.time()
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+           f"--master-port={free_port()}", "-m", "msm_megatron.cli", *strip_nproc(argv)]
+    code = subprocess.call(cmd)
+    status = read_exit_status(run_dir)
+    if code != 0 and status and status["time"] >= started:
+        return REQUEUE_EXIT_CODE if status["exit_code"] == REQUEUE_EXIT_CODE else code
+    return code
 
 
 def pick_backend(requested: str = "auto") -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
@@ -39,7 +38,7 @@ def cmd_megatron_to_hf(args, argv) -> int:
 
 
 def cmd_export(args, argv) -> int:
-    from msm_megatron.convert.engine import export_run
+    from msm_megatron.convert.export import export_run
 
     out = export_run(args.run_dir, iteration=args.iter, out_dir=args.out, dtype=args.dtype,
                      hf_assets=args.hf_assets, progress=not args.quiet)
@@ -50,7 +49,7 @@ def cmd_export(args, argv) -> int:
 def cmd_verify(args, argv) -> int:
     nproc = args.tp * args.pp
     if nproc > 1 and "RANK" not in os.environ:
-        from msm_megatron.cli import relaunch_with_torchrun
+        from msm_megatron.distributed import relaunch_with_torchrun
 
         return relaunch_with_torchrun(nproc, argv, Path(args.checkpoint))
     from msm_megatron.convert.verify import format_report, verify
@@ -128,10 +127,3 @@ def add_parser(sub) -> None:
     p.add_argument("--tolerance", type=float, default=1e-4, help="max logit |diff| to pass")
     p.add_argument("--json", help="also write the report to this file")
     p.set_defaults(func=cmd_verify)
-
-
-def tool_main(subcommand: str) -> int:
-    """Entry point of a ``checkpoint_tools/`` script: ``msm convert <subcommand> …``."""
-    from msm_megatron.cli import main
-
-    return main(["convert", subcommand, *sys.argv[1:]])

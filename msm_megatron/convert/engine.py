@@ -1,6 +1,6 @@
 """The conversion engine: HF directory ⇄ Megatron ``torch_dist`` checkpoint, streaming.
 
-Both directions walk the architecture's mapping (:mod:`msm_megatron.convert.spec`) one tensor
+Both directions walk the architecture's mapping (:mod:`msm_megatron.weight_mapping`) one tensor
 group at a time — one layer's fused QKV, one layer's ``[gate; up]`` … — so peak host memory is
 the largest group, not the model. Every shape is checked against the model config before any
 data is read, so a config that disagrees with the weights fails in seconds with the tensor, file
@@ -11,12 +11,12 @@ model config, source, dtype) and ``hf_assets/`` (the source's config, generation
 tokenizer files), which is what an export back to HF needs. Export of a trained run reads the
 model config from the checkpoint's ``msm_meta.json`` and finds the HF assets by following the
 run's ``checkpoint.load`` back to a converted directory (or takes them from ``--hf-assets``).
+Exporting a whole run (its latest iteration, LoRA runs merged): :mod:`msm_megatron.convert.export`.
 
 Examples::
 
     hf_to_megatron("/models/Qwen3-8B", "ckpt/qwen3_8b")          # then checkpoint.load=ckpt/...
     megatron_to_hf("runs/sft/checkpoints/iter_0000400", "runs/sft/hf/iter_0000400")
-    export_run("runs/sft")                                         # latest iteration
 """
 
 from __future__ import annotations
@@ -36,22 +36,26 @@ from msm_megatron.convert.hf_io import (
     PlannedTensor,
     SafetensorsStreamWriter,
     copy_assets,
-    is_hf_model_dir,
     parse_size,
 )
 from msm_megatron.convert.megatron_io import MegatronCheckpoint, PlannedChunk, write_checkpoint
-from msm_megatron.convert.spec import (
+from msm_megatron.models.hf_config import hf_config_from_model, load_hf_config
+from msm_megatron.models.vocab import padded_vocab_size
+from msm_megatron.run_files import (
+    CONVERT_META,
+    RUN_META,
+    is_hf_model_dir,
+    iter_dir,
+    latest_iteration,
+)
+from msm_megatron.weight_mapping import (
     DIM_FIELDS,
     ArchSpec,
     Mapping,
     megatron_key,
     resolve,
 )
-from msm_megatron.models.hf_config import hf_config_from_model, load_hf_config
-from msm_megatron.models.vocab import padded_vocab_size
 
-CONVERT_META = "msm_convert.json"
-RUN_META = "msm_meta.json"
 ASSETS = "hf_assets"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 HF_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -188,8 +192,6 @@ def find_hf_assets(ckpt_dir: Path) -> Path | None:
     """Where the HF config/tokenizer files for a checkpoint are: its own ``hf_assets/``, else
     what its run started from (``checkpoint.load``: an HF directory, a converted checkpoint or
     an earlier run, followed back), else ``model.hf_path``."""
-    from msm_megatron.train.checkpoint import iter_dir, latest_iteration
-
     ckpt_dir = Path(ckpt_dir)
     if (ckpt_dir / ASSETS).is_dir():
         return ckpt_dir / ASSETS
@@ -272,9 +274,9 @@ def megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | None 
     else:
         assets = find_hf_assets(ckpt_dir)
     if model is None:
-        stored = (ckpt_dir / RUN_META).exists() or (ckpt_dir / CONVERT_META).exists()
+        has_meta = (ckpt_dir / RUN_META).exists() or (ckpt_dir / CONVERT_META).exists()
         from_assets = assets is not None and (assets / "config.json").exists()
-        model = (load_hf_config(assets) if from_assets and not stored
+        model = (load_hf_config(assets) if from_assets and not has_meta
                  else checkpoint_model_config(ckpt_dir))
     arch = arch_spec(model.arch)
     _check_megatron_shapes(ckpt, arch, model)
@@ -283,11 +285,12 @@ def megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | None 
 
     plan = []
     for mapping, layer in groups:
-        stored = ckpt.dtype(megatron_key(mapping, layer))
+        stored_dtype = ckpt.dtype(megatron_key(mapping, layer))
         for name, shape in zip(arch.hf_names(mapping, layer), mapping.shapes, strict=True):
-            plan.append(PlannedTensor(name, resolve(shape, model), cast or stored))
+            plan.append(PlannedTensor(name, resolve(shape, model), cast or stored_dtype))
     out_dir.mkdir(parents=True, exist_ok=True)
-    def pieces():  # (HF name, tensor or row block), in plan order, one group at a time
+
+    def pieces(bar):  # (HF name, tensor or row block), in plan order, one group at a time
         for mapping, layer in groups:
             key, names = megatron_key(mapping, layer), arch.hf_names(mapping, layer)
             if layer is None and mapping.row_separable:  # in row blocks, HF rows only
@@ -304,39 +307,9 @@ def megatron_to_hf(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | None 
 
     writer = SafetensorsStreamWriter(out_dir, plan, parse_size(max_shard_size))
     with _progress(len(groups), f"Megatron → HF {ckpt_dir.name}", progress) as bar:
-        writer.write_all(pieces())
+        writer.write_all(pieces(bar))
     if assets is not None:
         copy_assets(assets, out_dir, skip=("config.json",))
     config = _hf_config_json(model, assets, plan[0].dtype)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out_dir
-
-
-def export_run(run_dir: str | Path, iteration: int | None = None, out_dir: str | Path | None = None,
-               dtype: str | None = None, hf_assets: str | Path | None = None,
-               progress: bool = True) -> Path:
-    """``runs/<run>/checkpoints/iter_N`` → ``runs/<run>/hf/iter_N`` (latest N by default).
-
-    A LoRA run exports its base with every adapter of its chain merged in
-    (:func:`msm_megatron.convert.lora_export.export_merged`).
-    """
-    from msm_megatron.train.checkpoint import iter_dir, latest_iteration
-    from msm_megatron.train.lora_state import is_adapter_checkpoint
-
-    run_dir = Path(run_dir)
-    root = run_dir / "checkpoints"
-    if iteration is None:
-        iteration = latest_iteration(root)
-        if iteration is None:
-            raise ConfigError(f"{root}: no complete checkpoint (no latest_checkpointed_"
-                              "iteration.txt); pass --iter N for a specific one")
-    source = iter_dir(root, iteration)
-    if not source.is_dir():
-        have = sorted(p.name for p in root.glob("iter_*"))
-        raise ConfigError(f"{source} does not exist; this run has: {', '.join(have) or 'none'}")
-    out = Path(out_dir) if out_dir else run_dir / "hf" / source.name
-    if is_adapter_checkpoint(source):
-        from msm_megatron.convert.lora_export import export_merged
-
-        return export_merged(source, out, dtype=dtype, hf_assets=hf_assets, progress=progress)
-    return megatron_to_hf(source, out, dtype=dtype, hf_assets=hf_assets, progress=progress)

@@ -264,13 +264,6 @@ class SafetensorsStreamWriter:
                 {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
 
 
-def is_hf_model_dir(path: Path) -> bool:
-    """An HF model directory: ``config.json`` and safetensors weights (not a Megatron dir)."""
-    path = Path(path)
-    return ((path / "config.json").exists() and not (path / ".metadata").exists()
-            and any(path.glob("*.safetensors")))
-
-
 def copy_assets(src: Path, dst: Path, skip: Iterable[str] = ()) -> list[str]:
     """Copy an HF directory's non-weight files (config, tokenizer, templates) into ``dst``."""
     dst.mkdir(parents=True, exist_ok=True)

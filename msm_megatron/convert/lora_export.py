@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from msm_megatron.config import ConfigError
-from msm_megatron.convert.engine import CONVERT_META, RUN_META
 from msm_megatron.convert.megatron_io import MegatronCheckpoint
 from msm_megatron.models.lora import FUSED, HF_MODULE
+from msm_megatron.run_files import CONVERT_META, RUN_META, read_chain
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -79,7 +79,6 @@ def export_peft(ckpt_dir: str | Path, out_dir: str | Path, base_model: str | Non
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` for the run's adapter."""
     from safetensors.torch import save_file
 
-    from msm_megatron.train.lora_state import read_chain
 
     ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
     chain = read_chain(ckpt_dir)
@@ -113,7 +112,6 @@ def export_merged(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | None =
     from safetensors.torch import load_file, save_file
 
     from msm_megatron.convert.engine import megatron_to_hf
-    from msm_megatron.train.lora_state import read_chain
 
     ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
     chain = read_chain(ckpt_dir)

@@ -52,7 +52,7 @@ class _MegatronRunner:
         from megatron.core import parallel_state as ps
 
         from msm_megatron.models.build import build_model_chunks
-        from msm_megatron.train.checkpoint import load_model_weights
+        from msm_megatron.models.weights import load_model_weights
 
         self.cfg = cfg
         self.chunks = build_model_chunks(cfg)

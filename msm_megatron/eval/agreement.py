@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from msm_megatron.config import ConfigError, load_yaml
+from msm_megatron.config import ConfigError, load_config, load_yaml
 from msm_megatron.eval.stats import cohen_kappa
 from msm_megatron.eval.sweep import (
     EvalSweepConfig,
@@ -71,9 +71,9 @@ def _verdicts(judge: JudgeConfig, label: str, sweep, source, conditions, done, o
               progress: bool) -> dict[tuple[str, str, int], bool | None]:
     from msm_megatron.eval.agentic.judging import resolve_protocol
     from msm_megatron.eval.agentic.run import judge_jobs
-    from msm_megatron.generate.cache import CallCache
-    from msm_megatron.generate.commands import backend_from
-    from msm_megatron.generate.runner import CallRunner
+    from msm_megatron.llm.cache import CallCache
+    from msm_megatron.llm.config import backend_from
+    from msm_megatron.llm.runner import CallRunner
 
     protocol = resolve_protocol(judge.protocol, source,
                                 sweep.judge_sees_reasoning if judge.protocol != "paper" else False)
@@ -146,7 +146,6 @@ def agreement_markdown(result: dict) -> str:
 
 def main(argv: list[str]) -> int:
     """``msm eval agreement SWEEP_DIR [overrides] [--config agreement.yaml]``."""
-    from msm_megatron.generate.commands import gen_config
 
     parser = argparse.ArgumentParser(prog="msm eval agreement",
                                      description=__doc__.split("\n\n")[0])
@@ -155,7 +154,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", help="agreement YAML (keys of AgreementConfig)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    cfg = gen_config(AgreementConfig, args.config, args.overrides)
+    cfg = load_config(AgreementConfig, args.config, args.overrides)
     result = run_agreement(args.sweep_dir, cfg, progress=not args.quiet)
     o = result["overall"]
     print(f"{cfg.a_name} vs {cfg.b_name}: κ {o['kappa']:.3f}, agreement {o['agreement']:.1%} "

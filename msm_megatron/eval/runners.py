@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from msm_megatron.config import ConfigError
-from msm_megatron.vllm_engine import EngineCache
+from msm_megatron.llm.vllm_engine import EngineCache
 
 
 @dataclass(frozen=True)
@@ -154,15 +154,15 @@ class EndpointRunner:
 
     def __init__(self, backend, cache, max_new_tokens: int, temperature: float,
                  concurrency: int = 32):
-        from msm_megatron.generate.runner import CallRunner
+        from msm_megatron.llm.runner import CallRunner
 
         self.calls = CallRunner(backend, cache, concurrency=concurrency, content_attempts=1,
                                 progress=False)
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
 
     def generate(self, batches: list[SampleBatch]) -> list[list[str]]:
-        from msm_megatron.generate.llm import LLMRequest, TransientError
-        from msm_megatron.generate.runner import Job
+        from msm_megatron.llm.backend import LLMRequest, TransientError
+        from msm_megatron.llm.jobs import Job
 
         jobs = [Job(f"{b}:{i}", LLMRequest.user(
                     batch.user, system=batch.system or None, max_tokens=self.max_new_tokens,

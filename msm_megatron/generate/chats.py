@@ -30,7 +30,7 @@ from msm_megatron.config import save_yaml
 from msm_megatron.generate import prompts
 from msm_megatron.generate.config import ChatsGenConfig
 from msm_megatron.generate.pipeline import Pipeline, listing, unique_by_name
-from msm_megatron.generate.runner import ContentError, Job
+from msm_megatron.llm.jobs import ContentError, Job
 from msm_megatron.spec import Spec
 
 _THINK = re.compile(r"^\s*<think>(.*?)</think>\s*(.*)$", re.S)

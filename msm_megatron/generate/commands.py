@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from msm_megatron.config import load_config
+
 
 def cmd_complete(args, argv) -> int:
     from msm_megatron.generate.complete import complete_file
-    from msm_megatron.generate.http_backends import make_backend
-    from msm_megatron.generate.retry import RetryPolicy
+    from msm_megatron.llm.http_backends import make_backend
+    from msm_megatron.llm.retry import RetryPolicy
 
     backend = make_backend(args.backend, args.model, base_url=args.base_url,
                            api_key_env=args.api_key_env, timeout_s=args.timeout,
@@ -41,36 +43,13 @@ def cmd_complete(args, argv) -> int:
     return 0 if report["failed"] == 0 else 3
 
 
-def gen_config(cls, config_file: str | None, overrides: list[str]):
-    """Defaults of ``cls``, then a YAML file, then dotlist overrides."""
-    from msm_megatron.config import apply_overrides, load_yaml
-
-    cfg = load_yaml(config_file, cls) if config_file else cls()
-    return apply_overrides(cfg, overrides)
-
-
-def backend_from(b):
-    """The HTTP backend a :class:`~msm_megatron.generate.config.BackendConfig` describes."""
-    from msm_megatron.generate.http_backends import make_backend
-    from msm_megatron.generate.retry import RetryPolicy
-
-    if b.kind == "vllm":
-        from msm_megatron.generate.vllm_offline import VLLMOfflineBackend
-
-        return VLLMOfflineBackend(b.model, tensor_parallel_size=b.tensor_parallel_size,
-                                  max_model_len=b.max_model_len,
-                                  gpu_memory_utilization=b.gpu_memory_utilization)
-    return make_backend(b.kind, b.model, base_url=b.base_url, api_key_env=b.api_key_env,
-                        timeout_s=b.timeout_s, max_connections=b.concurrency,
-                        retry=RetryPolicy(max_attempts=b.max_attempts))
-
-
 def cmd_docs(args, argv) -> int:
     from msm_megatron.generate.config import DocsGenConfig
     from msm_megatron.generate.docs import DocsPipeline, preview
+    from msm_megatron.llm.config import backend_from
     from msm_megatron.spec import load_spec
 
-    cfg = gen_config(DocsGenConfig, args.config, args.overrides)
+    cfg = load_config(DocsGenConfig, args.config, args.overrides)
     spec = load_spec(args.spec, cfg.docs.model_name, cfg.docs.provider_name)
     if args.preview:
         print(preview(cfg, spec))
@@ -86,9 +65,10 @@ def cmd_docs(args, argv) -> int:
 def cmd_chats(args, argv) -> int:
     from msm_megatron.generate.chats import ChatsPipeline
     from msm_megatron.generate.config import ChatsGenConfig
+    from msm_megatron.llm.config import backend_from
     from msm_megatron.spec import load_spec
 
-    cfg = gen_config(ChatsGenConfig, args.config, args.overrides)
+    cfg = load_config(ChatsGenConfig, args.config, args.overrides)
     spec = load_spec(args.spec, cfg.chats.model_name, cfg.chats.provider_name)
     summary = ChatsPipeline(cfg, spec, backend_from(cfg.backend), progress=not args.quiet).run()
     print(f"{summary['chats']}/{summary['target']} chats -> {cfg.out_dir}/with_cot/ and "
@@ -100,8 +80,9 @@ def cmd_chats(args, argv) -> int:
 def cmd_variants(args, argv) -> int:
     from msm_megatron.generate.config import VariantsGenConfig
     from msm_megatron.generate.variants import spec_variants
+    from msm_megatron.llm.config import backend_from
 
-    cfg = gen_config(VariantsGenConfig, args.config, args.overrides)
+    cfg = load_config(VariantsGenConfig, args.config, args.overrides)
     summary = spec_variants(cfg, Path(args.spec), backend_from(cfg.backend),
                             progress=not args.quiet)
     print(f"value-augmented {summary['value_augmented_words']} words, rule-augmented "

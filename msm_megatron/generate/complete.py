@@ -22,9 +22,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from msm_megatron.config import ConfigError
-from msm_megatron.generate.cache import CallCache
-from msm_megatron.generate.llm import LLMRequest
-from msm_megatron.generate.runner import CallRunner, Job
+from msm_megatron.llm.backend import LLMRequest
+from msm_megatron.llm.cache import CallCache
+from msm_megatron.llm.jobs import Job
+from msm_megatron.llm.runner import CallRunner
 
 
 def read_prompts(path: Path, max_tokens: int, temperature: float) -> list[Job]:
@@ -76,7 +77,7 @@ def complete_file(prompts: Path, out_dir: Path, backend, concurrency: int = 32,
     cache = CallCache(out_dir / "calls.jsonl")
     batches = None
     if batch_poll_s is not None:
-        from msm_megatron.generate.batches import BatchLedger
+        from msm_megatron.llm.batches import BatchLedger
 
         batches = BatchLedger(out_dir / "batches.jsonl", poll_s=batch_poll_s)
     runner = CallRunner(backend, cache, concurrency=concurrency, content_attempts=1,

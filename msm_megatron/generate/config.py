@@ -1,5 +1,7 @@
 """Configuration of a generation run (its own root of the config tree: YAML + dotlists).
 
+The ``backend`` group is :class:`~msm_megatron.llm.config.BackendConfig` (the client layer's).
+
 Example::
 
     msm generate docs examples/spec/qwen_spec.txt backend.base_url=http://127.0.0.1:8000/v1 \\
@@ -11,26 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-
-@dataclass(kw_only=True, slots=True)
-class BackendConfig:
-    """Which LLM writes, and how hard to push it. The key comes from ``api_key_env``."""
-
-    kind: Literal["openai", "anthropic", "vllm"] = "openai"
-    base_url: str | None = "http://127.0.0.1:8000/v1"
-    model: str = "Qwen/Qwen3-32B"
-    api_key_env: str | None = None
-    concurrency: int = 64
-    timeout_s: float = 600.0
-    max_attempts: int = 8
-    temperature: float = 1.0
-    usd_per_mtok_in: float = 0.0
-    usd_per_mtok_out: float = 0.0
-    batch: bool = False  # anthropic only: stages go out as Message Batches (resumable)
-    batch_poll_s: float = 60.0
-    tensor_parallel_size: int = 1  # vllm only
-    max_model_len: int | None = None  # vllm only: default the model's
-    gpu_memory_utilization: float = 0.9  # vllm only (on CPU: the share of host memory)
+from msm_megatron.llm.config import BackendConfig
 
 
 @dataclass(kw_only=True, slots=True)

@@ -37,7 +37,7 @@ from msm_megatron.generate.pipeline import (
     tagged_content,
     unique_by_name,
 )
-from msm_megatron.generate.runner import ContentError, Job
+from msm_megatron.llm.jobs import ContentError, Job
 from msm_megatron.spec import Spec
 
 

@@ -1,6 +1,6 @@
 """What the generation pipelines share: the run directory, the cache, staged fan-out, parsing.
 
-A stage is a list of :class:`~msm_megatron.generate.runner.Job` run concurrently through the
+A stage is a list of :class:`~msm_megatron.llm.jobs.Job` run concurrently through the
 cache; successes come back keyed by job id, failures are collected for ``failures.jsonl``.
 """
 
@@ -11,9 +11,10 @@ import re
 from pathlib import Path
 
 from msm_megatron.generate import prompts
-from msm_megatron.generate.cache import CallCache
-from msm_megatron.generate.llm import LLMRequest
-from msm_megatron.generate.runner import CallRunner, ContentError, Job
+from msm_megatron.llm.backend import LLMRequest
+from msm_megatron.llm.cache import CallCache
+from msm_megatron.llm.jobs import ContentError, Job
+from msm_megatron.llm.runner import CallRunner
 
 _JSON_BLOCK = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 _CONTENT = re.compile(r"<content>(.*?)</content>", re.S)
@@ -88,7 +89,7 @@ class Pipeline:
         batches = None
         if backend_cfg.batch:
             from msm_megatron.config import ConfigError
-            from msm_megatron.generate.batches import BatchLedger
+            from msm_megatron.llm.batches import BatchLedger
 
             if backend_cfg.kind != "anthropic":
                 raise ConfigError("backend.batch=true needs backend.kind=anthropic (the Message "

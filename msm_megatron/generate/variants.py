@@ -17,7 +17,7 @@ from msm_megatron.config import ConfigError
 from msm_megatron.generate import prompts
 from msm_megatron.generate.config import VariantsGenConfig
 from msm_megatron.generate.pipeline import Pipeline, tagged_content
-from msm_megatron.generate.runner import ContentError, Job
+from msm_megatron.llm.jobs import ContentError, Job
 from msm_megatron.spec import load_spec
 
 

@@ -1,14 +1,10 @@
 """Map HF ``config.json`` dicts to :class:`~msm_megatron.config.ModelConfig` and back.
 
-Pure Python (no torch, no transformers). Three HF ``model_type`` values are supported:
-
-========  ==========  =========  ==========================================================
-arch      q/k norm    qkv bias   notes
-========  ==========  =========  ==========================================================
-qwen3     yes         no         ``head_dim`` may differ from hidden/heads (32B: 128 ≠ 80)
-qwen2     no          yes        Qwen2 and Qwen2.5
-llama     no          no         Llama 3.x, incl. Llama-3.1's ``rope_scaling`` (llama3)
-========  ==========  =========  ==========================================================
+Pure Python (no torch, no transformers). The supported HF ``model_type`` values are the
+architectures of :mod:`msm_megatron.architectures` (one file each: ``qwen3``, ``qwen2``,
+``llama`` …); this module holds the mapping they share and asks each for what is its own: the HF
+class name, q/k norm and qkv bias, defaults of its HF config class, whether llama3 RoPE scaling
+is accepted, and the HF flags it pins off.
 
 Optional fields missing from a ``config.json`` take the defaults of the HF config class
 (e.g. ``num_key_value_heads`` = heads, ``rope_theta`` = 10000, Qwen3 ``head_dim`` = 128), so a
@@ -28,18 +24,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from msm_megatron import architectures
+from msm_megatron.architectures import Architecture
 from msm_megatron.config import ConfigError, ModelConfig
-
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("qwen3", "qwen2", "llama")
-
-_ARCHITECTURES = {
-    "qwen3": "Qwen3ForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "llama": "LlamaForCausalLM",
-}
-# Per-architecture structural flags that HF does not spell out in config.json.
-_QKV_BIAS = {"qwen3": False, "qwen2": True, "llama": False}
-_QK_NORM = {"qwen3": True, "qwen2": False, "llama": False}
 
 # HF key -> ModelConfig field, for the keys mapped one to one.
 _RENAMES: dict[str, str] = {
@@ -64,17 +51,15 @@ _REQUIRED = (
     "num_attention_heads",
     "max_position_embeddings",
 )
-# Defaults of the HF config classes for optional keys (None = derive / leave unset).
-_HF_DEFAULTS: dict[str, dict[str, Any]] = {
-    arch: {
-        "num_key_value_heads": None,  # -> num_attention_heads
-        "head_dim": 128 if arch == "qwen3" else None,
-        "rope_theta": 10000.0,
-        "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": False,
-        "initializer_range": 0.02,
-    }
-    for arch in SUPPORTED_MODEL_TYPES
+# Defaults of the HF config classes for optional keys (None = derive / leave unset); an
+# architecture overrides those of its class that differ (Architecture.hf_defaults).
+HF_DEFAULTS: dict[str, Any] = {
+    "num_key_value_heads": None,  # -> num_attention_heads
+    "head_dim": None,  # -> hidden_size / num_attention_heads
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+    "initializer_range": 0.02,
 }
 _INT_KEYS = {
     "vocab_size",
@@ -89,20 +74,19 @@ _INT_KEYS = {
 _FLOAT_KEYS = {"rope_theta", "rms_norm_eps", "initializer_range"}
 
 
-def _model_type(hf: dict) -> str:
+def _architecture(hf: dict) -> Architecture:
     if not isinstance(hf, dict):
         raise ConfigError(f"HF config must be a mapping, got {type(hf).__name__}")
     model_type = hf.get("model_type")
     if model_type is None:
         raise ConfigError(
-            "HF config has no 'model_type'; supported: " + ", ".join(SUPPORTED_MODEL_TYPES)
+            "HF config has no 'model_type'; supported: " + ", ".join(architectures.names())
         )
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError(
-            f"unsupported HF model_type '{model_type}'; supported: "
-            + ", ".join(SUPPORTED_MODEL_TYPES)
-        )
-    return model_type
+    return architectures.get(model_type, what="HF model_type")
+
+
+def _hf_defaults(arch: Architecture) -> dict[str, Any]:
+    return {**HF_DEFAULTS, **arch.hf_defaults}
 
 
 # Llama-3.1 "llama3" RoPE scaling as Megatron-Core implements it (only the factor is a parameter).
@@ -110,7 +94,7 @@ LLAMA3_ROPE_FIXED = {"low_freq_factor": 1.0, "high_freq_factor": 4.0,
                      "original_max_position_embeddings": 8192}
 
 
-def _rope_scaling_factor(hf: dict, model_type: str) -> float | None:
+def _rope_scaling_factor(hf: dict, arch: Architecture) -> float | None:
     """The llama3 RoPE scaling factor from ``rope_scaling``/``rope_parameters`` (None: plain)."""
     for field in ("rope_scaling", "rope_parameters"):
         scaling = hf.get(field)
@@ -120,9 +104,9 @@ def _rope_scaling_factor(hf: dict, model_type: str) -> float | None:
         if kind == "default":
             continue
         fixed_ok = all(float(scaling.get(k, v)) == v for k, v in LLAMA3_ROPE_FIXED.items())
-        if kind != "llama3" or model_type != "llama" or not fixed_ok:
+        if kind != "llama3" or not arch.llama3_rope_scaling or not fixed_ok:
             raise ConfigError(
-                f"HF field '{field}' (rope_type '{kind}') is not supported for {model_type}: "
+                f"HF field '{field}' (rope_type '{kind}') is not supported for {arch.name}: "
                 f"only plain RoPE and Llama-3.1's llama3 scaling with {LLAMA3_ROPE_FIXED} are "
                 "modelled; training without it would silently change the positional encoding"
             )
@@ -130,16 +114,16 @@ def _rope_scaling_factor(hf: dict, model_type: str) -> float | None:
     return None
 
 
-def _rope_theta(hf: dict, model_type: str) -> Any:
+def _rope_theta(hf: dict, arch: Architecture) -> Any:
     """Read rope base from ``rope_theta`` or v5 ``rope_parameters``."""
     params = hf.get("rope_parameters")
     if isinstance(params, dict):
         if "rope_theta" in params and "rope_theta" not in hf:
             return params["rope_theta"]
-    return hf.get("rope_theta", _HF_DEFAULTS[model_type]["rope_theta"])
+    return hf.get("rope_theta", _hf_defaults(arch)["rope_theta"])
 
 
-def _check_unsupported(hf: dict, model_type: str) -> None:
+def _check_unsupported(hf: dict, arch: Architecture) -> None:
     """Reject HF options that change the computation but that ModelConfig does not model."""
     act = hf.get("hidden_act", "silu")
     if act != "silu":
@@ -148,11 +132,9 @@ def _check_unsupported(hf: dict, model_type: str) -> None:
         raise ConfigError("HF field 'use_sliding_window' = true is not supported")
     if hf.get("mlp_bias"):
         raise ConfigError("HF field 'mlp_bias' = true is not supported")
-    if model_type != "qwen2" and hf.get("attention_bias"):
-        raise ConfigError(
-            f"HF field 'attention_bias' = true is not supported for {model_type} "
-            "(it would add biases to q/k/v and o projections)"
-        )
+    for key, why in arch.hf_off_flags.items():
+        if hf.get(key):
+            raise ConfigError(f"HF field '{key}' = true is not supported for {arch.name} ({why})")
 
 
 def _typed(key: str, value: Any) -> Any:
@@ -180,28 +162,28 @@ def model_config_from_hf(hf: dict, hf_path: str | None = None) -> ModelConfig:
         hf_path: Optional HF repo id or directory, recorded as ``ModelConfig.hf_path``.
 
     Returns:
-        The model config (``qkv_bias``/``qk_norm`` follow from ``model_type``).
+        The model config (``qkv_bias``/``qk_norm`` follow from ``model_type``'s architecture).
 
     Raises:
         ConfigError: unsupported ``model_type`` (lists supported ones), a missing required
             field, a wrongly typed field, or an unsupported option (e.g. ``rope_scaling``).
     """
-    model_type = _model_type(hf)
+    arch = _architecture(hf)
     missing = [key for key in _REQUIRED if hf.get(key) is None]
     if missing:
-        raise ConfigError(f"HF config ({model_type}) is missing required field(s): {missing}")
-    _check_unsupported(hf, model_type)
-    values = dict(_HF_DEFAULTS[model_type])
+        raise ConfigError(f"HF config ({arch.name}) is missing required field(s): {missing}")
+    _check_unsupported(hf, arch)
+    values = _hf_defaults(arch)
     values.update({key: hf[key] for key in _RENAMES if key in hf and key != "rope_theta"})
-    values["rope_theta"] = _rope_theta(hf, model_type)
+    values["rope_theta"] = _rope_theta(hf, arch)
     kwargs = {field: _typed(key, values.get(key)) for key, field in _RENAMES.items()}
     if kwargs["num_key_value_heads"] is None:
         kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]
     return ModelConfig(
-        arch=model_type,
-        rope_scaling_factor=_rope_scaling_factor(hf, model_type),
-        qkv_bias=_QKV_BIAS[model_type],
-        qk_norm=_QK_NORM[model_type],
+        arch=arch.name,
+        rope_scaling_factor=_rope_scaling_factor(hf, arch),
+        qkv_bias=arch.qkv_bias,
+        qk_norm=arch.qk_norm,
         hf_path=hf_path,
         **kwargs,
     )
@@ -219,15 +201,14 @@ def hf_config_from_model(cfg: ModelConfig) -> dict:
     Raises:
         ConfigError: ``arch``/``qkv_bias``/``qk_norm`` combination that HF cannot express.
     """
-    arch = cfg.arch
-    if arch not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError(f"unsupported arch '{arch}'; supported: {SUPPORTED_MODEL_TYPES}")
-    if cfg.qkv_bias != _QKV_BIAS[arch] or cfg.qk_norm != _QK_NORM[arch]:
+    arch = architectures.get(cfg.arch, what="model.arch")
+    if cfg.qkv_bias != arch.qkv_bias or cfg.qk_norm != arch.qk_norm:
         raise ConfigError(
-            f"model.arch={arch} requires qkv_bias={_QKV_BIAS[arch]} and qk_norm={_QK_NORM[arch]} "
-            f"to be expressible as an HF config (got {cfg.qkv_bias}, {cfg.qk_norm})"
+            f"model.arch={arch.name} requires qkv_bias={arch.qkv_bias} and "
+            f"qk_norm={arch.qk_norm} to be expressible as an HF config "
+            f"(got {cfg.qkv_bias}, {cfg.qk_norm})"
         )
-    hf: dict[str, Any] = {"architectures": [_ARCHITECTURES[arch]], "model_type": arch}
+    hf: dict[str, Any] = {"architectures": [arch.hf_class], "model_type": arch.name}
     for key, field in _RENAMES.items():
         value = getattr(cfg, field)
         if key == "head_dim" and value is None:
@@ -238,10 +219,7 @@ def hf_config_from_model(cfg: ModelConfig) -> dict:
     if cfg.rope_scaling_factor is not None:
         hf["rope_scaling"] = {"rope_type": "llama3", "factor": cfg.rope_scaling_factor,
                               **LLAMA3_ROPE_FIXED}
-    if arch == "qwen2":
-        hf["use_sliding_window"] = False
-    else:
-        hf["attention_bias"] = False
+    hf.update(dict.fromkeys(arch.hf_off_flags, False))
     return hf
 
 

@@ -16,20 +16,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from msm_megatron.config import ConfigError, apply_overrides, load_yaml
+from msm_megatron.config import apply_overrides, load_config, load_yaml
 from msm_megatron.pipeline.experiment import ExperimentConfig
-
-
-def load_experiment(path: str, overrides: list[str]) -> ExperimentConfig:
-    if not Path(path).is_file():
-        raise ConfigError(f"{path}: experiment file not found")
-    return apply_overrides(load_yaml(path, ExperimentConfig), overrides)
 
 
 def cmd_pipeline(args, argv: list[str]) -> int:
     from msm_megatron.pipeline.plan import build_plan
 
-    exp = load_experiment(args.experiment, args.overrides)
+    exp = load_config(ExperimentConfig, args.experiment, args.overrides, what="experiment")
     plan = build_plan(exp)
     plan_path = Path(exp.out_dir) / "pipeline" / "plan.json"
     if args.dry_run:
@@ -50,10 +44,15 @@ def cmd_pipeline(args, argv: list[str]) -> int:
     return executor.wait() if args.wait else 0
 
 
-def cmd_stage(args, argv: list[str]) -> int:
-    from msm_megatron.pipeline.stage import run_stage
+def stage_command(run_argv):
+    """``msm pipeline-stage``, running each stage's ``msm`` command line with ``run_argv``."""
 
-    return run_stage(args.plan, args.name, args.cell_index)
+    def cmd_stage(args, argv: list[str]) -> int:
+        from msm_megatron.pipeline.stage import run_stage
+
+        return run_stage(args.plan, args.name, run_argv, args.cell_index)
+
+    return cmd_stage
 
 
 def format_plan(plan, executor: str) -> str:
@@ -91,11 +90,9 @@ def _eval_lines(plan) -> list[str]:
     from msm_megatron.eval.sweep import EvalSweepConfig
 
     stage = next((s for s in plan.order() if s.kind == "eval"), None)
-    path = next((a for a in (stage.cells and next(iter(stage.cells.values()))) or []
-                 if str(a).endswith(".yaml")), None) if stage else None
-    if not path or not Path(path).is_file():
+    if stage is None or not Path(stage.config).is_file():
         return []
-    cfg = load_yaml(path, EvalSweepConfig)
+    cfg = load_yaml(stage.config, EvalSweepConfig)
     from msm_megatron.eval.agentic.grid import preset
 
     chosen = preset(cfg.preset if cfg.preset != "full" else "paper", cfg.assistant_name)
@@ -116,13 +113,13 @@ def _eval_lines(plan) -> list[str]:
 def _train_budget(stage) -> tuple[int | str | None, int | None]:
     """(steps, tokens) of a training stage; steps is ``"N epoch(s)"`` while its epochs are not
     yet countable (the data it trains on is made by an earlier stage)."""
-    if stage.kind not in ("midtrain", "sft") or not Path(stage.argv[1]).is_file():
+    if stage.kind not in ("midtrain", "sft") or not Path(stage.config).is_file():
         return None, None
     from msm_megatron.config import Config
     from msm_megatron.estimate import epoch_budget
     from msm_megatron.validate import total_steps
 
-    cfg = load_yaml(stage.argv[1], Config)
+    cfg = load_yaml(stage.config, Config)
     steps = total_steps(cfg, epoch_budget(cfg)[0])
     if steps is None:
         return (f"{cfg.train.epochs:g} epoch(s)" if cfg.train.epochs else None), None
@@ -135,16 +132,17 @@ def _generation_estimate(stage) -> str:
     from msm_megatron.generate.docs import estimate
     from msm_megatron.spec import load_spec
 
-    spec_path, overrides = stage.argv[2], [a for a in stage.argv[3:] if "=" in a]
-    cfg = apply_overrides(DocsGenConfig(), overrides)
-    est = estimate(cfg, load_spec(spec_path, cfg.docs.model_name, cfg.docs.provider_name))
+    cfg = apply_overrides(DocsGenConfig(), [*stage.params["backend"], *stage.params["overrides"]])
+    est = estimate(cfg, load_spec(stage.spec, cfg.docs.model_name, cfg.docs.provider_name))
     rng = "{:,} – {:,}".format
     return (f"{stage.name}: ≈ {rng(*est['documents'])} documents, {rng(*est['calls'])} LLM "
             f"calls, input ≈ {rng(*est['tokens_in'])} tokens, output ≈ "
             f"{rng(*est['tokens_out'])} tokens (chats not included)")
 
 
-def add_parser(sub) -> None:
+def add_parser(sub, run_argv) -> None:
+    """Register ``msm pipeline`` and ``msm pipeline-stage``; ``run_argv(argv) -> exit code`` is
+    how a stage runs its ``msm`` command line (the CLI passes its own ``main``)."""
     p = sub.add_parser("pipeline", help="spec -> corpus -> training arms -> eval, as one graph "
                        "(local or Slurm)")
     p.add_argument("experiment", help="experiment YAML (see examples/pipeline/toy.yaml)")
@@ -158,4 +156,4 @@ def add_parser(sub) -> None:
     p.add_argument("plan", help="<out_dir>/pipeline/plan.json")
     p.add_argument("name", help="stage name, e.g. midtrain/default/s0")
     p.add_argument("--cell-index", type=int, help="array stages: which cell")
-    p.set_defaults(func=cmd_stage)
+    p.set_defaults(func=stage_command(run_argv))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from msm_megatron.generate.config import BackendConfig
+from msm_megatron.llm.config import BackendConfig
 
 REPO_EXAMPLES = "examples"
 

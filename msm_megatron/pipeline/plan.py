@@ -47,6 +47,8 @@ class Stage:
     argv: list[str] = field(default_factory=list)
     cells: dict[str, list[str]] = field(default_factory=dict)
     ranks: int = 1  # training ranks (nodes × GPUs per node)
+    config: str = ""  # the resolved YAML a training or eval stage runs
+    spec: str = ""  # the spec a generation stage writes from
 
 
 @dataclass
@@ -124,7 +126,7 @@ def build_plan(exp: ExperimentConfig) -> Plan:
     _check(exp)
     b = _Builder(exp)
     tok, base_load, base_deps = _base(b, exp)
-    arms: dict[str, tuple[Stage, str]] = {}  # arm name -> (export stage, series)
+    arms: dict[str, tuple[Stage, str, int]] = {}  # arm -> (export stage, series, AFT chats)
     for variant, spec in exp.specs.items():
         corpus, chats, gen_deps = _sources(b, exp, variant, spec)
         prep = b.add(f"prepare_corpus/{variant}", "prepare_corpus", [*base_deps, *gen_deps],
@@ -132,9 +134,10 @@ def build_plan(exp: ExperimentConfig) -> Plan:
         prep.argv = ["data", "prepare", *corpus, "--tokenizer", tok, "--out",
                      f"{prep.out}/corpus", "--kind", "documents"]
         sft_data = {}
+        sizes = _size_labels(exp, chats)
         for cot in exp.cot:
             for size in exp.aft_sizes:
-                s = b.add(f"prepare_sft/{variant}/{cot}/n{size}", "prepare_sft",
+                s = b.add(f"prepare_sft/{variant}/{cot}/{sizes[size]}", "prepare_sft",
                           [*base_deps, *gen_deps],
                           {"chats": chats, "mix": exp.sft_mix, "size": size,
                            "keep_think": cot == "with_cot", "tokenizer": tok},
@@ -148,7 +151,7 @@ def build_plan(exp: ExperimentConfig) -> Plan:
                 starts.append(("base", None, base_load))
             for (cot, size), data in sft_data.items():
                 for origin, parent, load in starts:
-                    arm = f"{origin}-{variant}-{cot}-n{size}-s{seed}"
+                    arm = f"{origin}-{variant}-{cot}-{sizes[size]}-s{seed}"
                     deps = [data.name, *([parent.name] if parent else base_deps)]
                     sft = _train(b, exp.sft, f"sft/{arm}", deps,
                                  [f"data.prepared=[{data.out}/chats]", *_seeded(seed), *load])
@@ -172,6 +175,18 @@ def _check(exp: ExperimentConfig) -> None:
                           "generation every variant would train on the same corpus)")
     if any(n < 0 for n in exp.aft_sizes) or not exp.aft_sizes or not exp.seeds:
         raise ConfigError("aft_sizes (≥ 0; 0 = all chats) and seeds must be non-empty")
+
+
+def _size_labels(exp: ExperimentConfig, chats: str) -> dict[int, str]:
+    """Each AFT size's name in stage and arm names: ``n20``; all chats (size 0) by their count,
+    ``n40``, when the chats are an input, and ``nall`` when a stage generates them (their count
+    is not known yet, and a name must not change once they exist)."""
+    total = 0 if exp.generation.enabled else _count_lines(chats)
+    labels = {size: f"n{size or total}" if size or total else "nall" for size in exp.aft_sizes}
+    if len(set(labels.values())) < len(labels):
+        raise ConfigError(f"aft_sizes={exp.aft_sizes}: 0 means all {total} chats of {chats}, "
+                          f"which another size already names; list it once")
+    return labels
 
 
 def _existing(paths: list[str]) -> list[str]:
@@ -238,11 +253,13 @@ def _sources(b: _Builder, exp: ExperimentConfig, variant: str, spec: str
                  exp.generation.resources, inputs=[spec])
     docs.argv = ["generate", "docs", spec, f"out_dir={docs.out}", *backend,
                  *exp.generation.docs, "--quiet"]
+    docs.spec = spec
     chats = b.add(f"generate_chats/{variant}", "generate_chats", [],
                   {"backend": backend, "overrides": exp.generation.chats},
                   exp.generation.resources, inputs=[spec])
     chats.argv = ["generate", "chats", spec, f"out_dir={chats.out}", *backend,
                   *exp.generation.chats, "--quiet"]
+    chats.spec = spec
     return ([f"{docs.out}/dataset.jsonl"], f"{chats.out}/with_cot/dataset.jsonl",
             [docs.name, chats.name])
 
@@ -265,8 +282,8 @@ def _train(b: _Builder, stage_cfg, name: str, deps: list[str], overrides: list[s
         raise ConfigError(f"{kind}: {exc}") from exc
     res = stage_cfg.resources
     stage.ranks = res.nodes * ranks_per_node(res)
-    config = b.config_file(stage, cfg)
-    stage.argv = ["train", config]
+    stage.config = b.config_file(stage, cfg)
+    stage.argv = ["train", stage.config]
     return stage
 
 
@@ -282,11 +299,12 @@ def _eval(b: _Builder, exp: ExperimentConfig, arms: dict) -> None:
         sweep.arms.insert(0, f"base_model={exp.base_model}")  # "base" row
     sweep.series = {arm: series for arm, (_, series, _) in arms.items()}
     sweep.aft_examples = {arm: size for arm, (_, _, size) in arms.items() if size}
-    path = b.config_file(ev, sweep)
+    path = ev.config = b.config_file(ev, sweep)
     # one array task per arm; the curve metadata belongs to the all-arms report below
     ev.cells = {entry.partition("=")[0]: ["eval", "--config", path, f"arms=[{entry}]",
                                           "aft_examples={}", "series={}", "--quiet"]
                 for entry in sweep.arms}
     report = b.add("report", "report", [ev.name], {}, Resources(time="01:00:00"))
     report.out = ev.out  # the report is written into the sweep's directory
+    report.config = path
     report.argv = ["eval", "--config", path, "--quiet"]

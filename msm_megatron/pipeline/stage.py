@@ -9,6 +9,7 @@ Exit codes pass through: 75 from a preempted training run means "checkpoint save
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from msm_megatron.pipeline.markers import cell_done, write_marker
@@ -16,13 +17,15 @@ from msm_megatron.pipeline.plan import Plan, Stage
 
 
 def _rank() -> int:
-    for var in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
+    from msm_megatron.distributed import read_launch_env
+
+    return read_launch_env().rank
 
 
-def run_stage(plan_path: str | Path, name: str, cell_index: int | None = None) -> int:
+def run_stage(plan_path: str | Path, name: str, run_argv: Callable[[list[str]], int],
+              cell_index: int | None = None) -> int:
+    """Run stage ``name`` of a saved plan (each of its cells, or cell ``cell_index``);
+    ``run_argv`` runs one ``msm`` command line in this process (``msm_megatron.cli.main``)."""
     plan = Plan.load(Path(plan_path))
     if name not in plan.stages:
         raise SystemExit(f"error: {plan_path} has no stage {name!r}")
@@ -37,7 +40,7 @@ def run_stage(plan_path: str | Path, name: str, cell_index: int | None = None) -
             print(f"[pipeline] {name}{'@' + cell if cell else ''}: done already", flush=True)
             continue
         print(f"[pipeline] {name}{'@' + cell if cell else ''}: running", flush=True)
-        code = _execute(stage, cell)
+        code = _execute(stage, cell, run_argv)
         if code != 0:
             return code
         if _rank() == 0:
@@ -45,7 +48,7 @@ def run_stage(plan_path: str | Path, name: str, cell_index: int | None = None) -
     return 0
 
 
-def _execute(stage: Stage, cell: str | None) -> int:
+def _execute(stage: Stage, cell: str | None, run_argv: Callable[[list[str]], int]) -> int:
     if stage.kind == "tokenizer":
         from msm_megatron.data.toy_tokenizer import build_hf_tokenizer
 
@@ -54,12 +57,10 @@ def _execute(stage: Stage, cell: str | None) -> int:
         return 0
     if stage.kind == "prepare_sft":
         return prepare_sft(stage)
-    from msm_megatron.cli import main
-
     argv = stage.cells[cell] if cell is not None else list(stage.argv)
     if stage.kind in ("midtrain", "sft") and stage.ranks > 1 and not _launched():
         argv += ["--nproc", str(stage.ranks)]  # locally: torchrun; under srun: one per task
-    return main(argv)
+    return run_argv(argv)
 
 
 def _launched() -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,19 +25,16 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from msm_megatron import faults
 from msm_megatron.config import Config, ConfigError, to_dict
-
-LATEST = "latest_checkpointed_iteration.txt"
-META = "msm_meta.json"
-# Fault injection for crash tests: ``during_save:N`` SIGKILLs the process after the shards of
-# iteration N are written but before the "latest" marker moves; ``after_save:N`` right after the
-# save of iteration N completed. Used by tests/distributed/test_resume.py.
-FAULT_ENV = "MSM_FAULT_KILL"
+from msm_megatron.models.weights import SHARDING_METADATA, load_models, model_state
+from msm_megatron.run_files import CONVERT_META, LATEST, iter_dir, latest_iteration
+from msm_megatron.run_files import RUN_META as META
 
 
 def _maybe_fault(point: str, iteration: int) -> None:
-    if os.environ.get(FAULT_ENV) == f"{point}:{iteration}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Crash tests (tests/distributed/test_resume.py): see :mod:`msm_megatron.faults`."""
+    faults.kill_at(faults.TRAIN, f"{point}:{iteration}")
 
 
 @dataclass
@@ -48,23 +44,6 @@ class TrainState:
     iteration: int = 0
     consumed_samples: int = 0
     consumed_tokens: int = 0
-
-
-def iter_dir(ckpt_root: Path, iteration: int) -> Path:
-    """``<root>/iter_0000100`` (Megatron's naming)."""
-    return Path(ckpt_root) / f"iter_{iteration:07d}"
-
-
-def latest_iteration(ckpt_root: Path) -> int | None:
-    """Iteration named by the latest marker, or None when there is no complete checkpoint."""
-    marker = Path(ckpt_root) / LATEST
-    if not marker.exists():
-        return None
-    text = marker.read_text().strip()
-    if not text.isdigit():
-        raise ValueError(f"{marker}: expected an iteration number, found {text!r}; delete the file "
-                         "or point checkpoint.load at a specific iter_XXXXXXX directory")
-    return int(text)
 
 
 def _layout() -> dict:
@@ -91,25 +70,13 @@ def _rng_object(is_loading: bool):
     )
 
 
-# The distributed optimizer's state is saved in a canonical per-parameter form that reloads at any
-# TP/PP/DP ("fully_reshardable"); Megatron's older flattened format is no longer supported.
-SHARDING_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
-
-
 def sharded_state(chunks, optimizer, scheduler, state: TrainState | None, is_loading: bool,
                   with_rng: bool = True, keep=None) -> dict:
     """The full sharded state dict (model chunks, optimizer, schedule, counters, RNG).
 
     ``keep(key)`` selects model entries (LoRA: adapters only, or everything but adapters).
     """
-    from megatron.core.utils import unwrap_model
-
-    sd: dict = {}
-    for i, chunk in enumerate(unwrap_model(chunks)):
-        key = "model" if len(chunks) == 1 else f"model{i}"
-        sd[key] = chunk.sharded_state_dict(metadata=SHARDING_METADATA)
-        if keep is not None:
-            sd[key] = {k: v for k, v in sd[key].items() if keep(k)}
+    sd = model_state(chunks, keep)
     if optimizer is not None:
         # Nested per-chunk dicts: chunk-local names repeat across virtual stages.
         model_sd = dict(sd)
@@ -230,12 +197,6 @@ def model_keys(cfg: Config):
     return is_adapter_key
 
 
-def _not_adapter(key: str) -> bool:
-    from msm_megatron.models.lora import is_adapter_key
-
-    return not is_adapter_key(key)
-
-
 def load(cfg: Config, chunks, optimizer, scheduler, path: Path) -> TrainState:
     """Restore model, optimizer, schedule and counters from a checkpoint directory."""
     from megatron.core import dist_checkpointing
@@ -251,7 +212,7 @@ def load(cfg: Config, chunks, optimizer, scheduler, path: Path) -> TrainState:
     sd = sharded_state(chunks, optimizer, scheduler, TrainState(), is_loading=True,
                        with_rng=same_layout, keep=keep)
     loaded = dist_checkpointing.load(sd, str(path))
-    _load_models(chunks, loaded, strict=keep is None, needed=keep)
+    load_models(chunks, loaded, strict=keep is None, needed=keep)
     if optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])
         finish_loading(optimizer)
@@ -320,9 +281,9 @@ def resolve_load(cfg: Config, run_dir: Path) -> Path:
     ``<run_dir>/init_from_hf`` and reused on restarts. The stored model config must match
     ``cfg.model`` (clear error otherwise).
     """
-    from msm_megatron.convert.engine import CONVERT_META, checkpoint_model_config, hf_to_megatron
-    from msm_megatron.convert.hf_io import is_hf_model_dir
+    from msm_megatron.convert.engine import checkpoint_model_config, hf_to_megatron
     from msm_megatron.models.hf_config import load_hf_config
+    from msm_megatron.run_files import is_hf_model_dir
 
     source = Path(cfg.checkpoint.load)
     if not source.exists():
@@ -352,72 +313,3 @@ def _check_model(saved, cfg: Config, source: Path) -> None:
         raise ConfigError(f"checkpoint.load={source} is a different model ({'; '.join(diffs)}). "
                           "Take the architecture from it with --model-from-hf <hf dir> or set "
                           "the model.* fields to match.")
-
-
-def load_model_weights(chunks, path: Path) -> None:
-    """Load only the model weights (fine-tuning from a checkpoint; counters start at zero).
-
-    ``path`` may be a training checkpoint or one converted from HF (which has no
-    ``_extra_state`` entries: those per-module extras, e.g. FP8 scaling history, start fresh).
-    """
-    from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing.validation import StrictHandling
-
-    _check_vocab_rows(chunks, Path(path))
-    sd = sharded_state(chunks, None, None, None, is_loading=True, with_rng=False,
-                       keep=_not_adapter)
-    loaded, _, not_in_checkpoint = dist_checkpointing.load(
-        sd, str(path), strict=StrictHandling.RETURN_UNEXPECTED)
-    missing = sorted(k for k in not_in_checkpoint if "_extra_state" not in k)
-    if missing:
-        raise ConfigError(f"{path}: checkpoint lacks {len(missing)} tensors this model needs "
-                          f"(e.g. {', '.join(missing[:4])}): is it a checkpoint of this "
-                          "architecture (model.* settings, tied embeddings)?")
-    _load_models(chunks, loaded, strict=False, needed=_not_adapter)
-
-
-def load_adapter_weights(chunks, path: Path) -> None:
-    """Load only LoRA adapter tensors (a LoRA run's checkpoint) into ``chunks``."""
-    from megatron.core import dist_checkpointing
-
-    from msm_megatron.models.lora import is_adapter_key
-
-    sd = sharded_state(chunks, None, None, None, is_loading=True, with_rng=False,
-                       keep=is_adapter_key)
-    loaded = dist_checkpointing.load(sd, str(path))
-    _load_models(chunks, loaded, strict=False, needed=is_adapter_key)
-
-
-def _check_vocab_rows(chunks, path: Path) -> None:
-    """A clear error when the checkpoint's padded vocabulary differs from this model's."""
-    from megatron.core.utils import unwrap_model
-    from torch.distributed.checkpoint import FileSystemReader
-
-    if not (path / ".metadata").exists():
-        raise ConfigError(f"{path}: not a Megatron checkpoint directory (no .metadata); for an HF "
-                          "model directory use checkpoint.load=<hf dir> (converted on the fly)")
-    stored = FileSystemReader(str(path)).read_metadata().state_dict_metadata
-    key = "embedding.word_embeddings.weight"
-    first = unwrap_model(chunks)[0]
-    if key in stored and getattr(first, "pre_process", False):
-        rows = stored[key].size[0]
-        mine = first.embedding.word_embeddings.num_embeddings  # global (all TP ranks)
-        if rows != mine:
-            raise ConfigError(
-                f"{path}: embedding has {rows} rows, this model pads its vocabulary to "
-                f"{mine} (model.vocab_size / "
-                "make_vocab_size_divisible_by / parallel.tp): checkpoints reshard across TP "
-                "1, 2, 4 and 8; for another TP re-convert the HF model or export and re-import")
-
-
-def _load_models(chunks, loaded: dict, strict: bool = True, needed=None) -> None:
-    """Load each chunk's entries; ``needed(key)`` says which missing keys are errors."""
-    from megatron.core.utils import unwrap_model
-
-    for i, chunk in enumerate(unwrap_model(chunks)):
-        result = chunk.load_state_dict(loaded["model" if len(chunks) == 1 else f"model{i}"],
-                                       strict=strict)
-        missing = [k for k in result.missing_keys if "_extra_state" not in k
-                   and (needed is None or needed(k))] if result else []
-        if missing:
-            raise ConfigError(f"model weights missing after load: {missing[:4]}")

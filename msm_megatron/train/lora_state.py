@@ -14,37 +14,19 @@ starts a new adapter at B = 0 (``lora.on_load=merge``, the chain grows by one).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch.distributed as dist
 
 from msm_megatron.config import Config
-from msm_megatron.train import checkpoint as ckpt
-
-BASE_FILE = "lora_base.json"
-
-
-def chain_file(path: Path) -> Path:
-    """``lora_base.json`` of a checkpoints root or of one of its ``iter_*`` directories."""
-    path = Path(path)
-    return path.parent / BASE_FILE if path.name.startswith("iter_") else path / BASE_FILE
-
-
-def is_adapter_checkpoint(path: Path) -> bool:
-    return chain_file(path).exists()
-
-
-def read_chain(path: Path) -> dict:
-    return json.loads(chain_file(path).read_text())
+from msm_megatron.models.weights import load_adapter_weights, load_model_weights
+from msm_megatron.run_files import is_adapter_checkpoint, read_chain, write_chain_file
 
 
 def write_chain(ckpt_root: Path, chain: dict) -> None:
+    """Rank 0 writes the run's ``lora_base.json`` (:mod:`msm_megatron.run_files`)."""
     if dist.get_rank() == 0:
-        ckpt_root.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt_root / (BASE_FILE + ".tmp")
-        tmp.write_text(json.dumps(chain, indent=2))
-        tmp.replace(ckpt_root / BASE_FILE)
+        write_chain_file(ckpt_root, chain)
 
 
 def restore_base(chunks, chain: dict) -> None:
@@ -54,9 +36,9 @@ def restore_base(chunks, chain: dict) -> None:
     from msm_megatron.models.lora import merge_adapters
 
     if chain["base"]:
-        ckpt.load_model_weights(chunks, Path(chain["base"]))
+        load_model_weights(chunks, Path(chain["base"]))
     for adapter in chain["merged"]:
-        ckpt.load_adapter_weights(chunks, Path(adapter))
+        load_adapter_weights(chunks, Path(adapter))
         for model in unwrap_model(chunks):
             merge_adapters(model)
 
@@ -68,11 +50,11 @@ def start(cfg: Config, chunks, source: Path) -> tuple[dict, str]:
     from msm_megatron.models.lora import merge_adapters, reset_adapters
 
     if not is_adapter_checkpoint(source):
-        ckpt.load_model_weights(chunks, source)
+        load_model_weights(chunks, source)
         return {"base": str(Path(source).resolve()), "merged": []}, f"base weights from {source}"
     parent = read_chain(source)
     restore_base(chunks, parent)
-    ckpt.load_adapter_weights(chunks, source)
+    load_adapter_weights(chunks, source)
     if cfg.lora.on_load == "continue":
         return parent, f"continuing the LoRA adapter of {source}"
     for model in unwrap_model(chunks):

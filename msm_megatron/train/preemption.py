@@ -8,33 +8,10 @@ requeue wrapper (``slurm/``) can tell "stopped to be resumed" from success or fa
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
-
-REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"
-EXIT_STATUS = "exit_status.json"
-
-
-def write_exit_status(run_dir: str | Path, exit_code: int, stopped_by: str | None,
-                      iteration: int) -> None:
-    """Record how a run ended (rank 0), for launchers that lose the ranks' exit codes."""
-    path = Path(run_dir) / EXIT_STATUS
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"exit_code": exit_code, "stopped_by": stopped_by,
-                               "iteration": iteration, "time": time.time()}))
-    os.replace(tmp, path)
-
-
-def read_exit_status(run_dir: str | Path) -> dict | None:
-    """The last recorded end of a run in ``run_dir`` (None if there is none)."""
-    path = Path(run_dir) / EXIT_STATUS
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 class PreemptionHandler:

@@ -22,15 +22,13 @@ from msm_megatron.config import Config, ConfigError, save_yaml
 from msm_megatron.distributed import init_distributed, read_launch_env
 from msm_megatron.flops import lora_flops_per_token, model_flops_per_token
 from msm_megatron.models.build import build_model_chunks
+from msm_megatron.models.weights import load_model_weights
+from msm_megatron.run_files import REQUEUE_EXIT_CODE, read_chain, write_exit_status
 from msm_megatron.train import checkpoint as ckpt
 from msm_megatron.train import lora_state
 from msm_megatron.train.metrics import MetricsLogger
 from msm_megatron.train.optim import build_optimizer, build_scheduler
-from msm_megatron.train.preemption import (
-    REQUEUE_EXIT_CODE,
-    PreemptionHandler,
-    write_exit_status,
-)
+from msm_megatron.train.preemption import PreemptionHandler
 from msm_megatron.train.step import batch_iterator, forward_step
 from msm_megatron.validate import derive_layout, validate
 
@@ -156,7 +154,7 @@ class Trainer:
         if latest is not None:
             path = ckpt.iter_dir(self.ckpt_root, latest)
             if lora:  # the checkpoint holds adapters: rebuild the base they sit on first
-                lora_state.restore_base(self.chunks, lora_state.read_chain(path))
+                lora_state.restore_base(self.chunks, read_chain(path))
             self.notes += ckpt.resume_changes(path, self.cfg, self.total_steps)
             return ckpt.load(self.cfg, self.chunks, self.optimizer, self.scheduler, path)
         chain = {"base": None, "merged": []}
@@ -166,7 +164,7 @@ class Trainer:
                 chain, note = lora_state.start(self.cfg, self.chunks, source)
                 self.notes.append(note)
             else:
-                ckpt.load_model_weights(self.chunks, source)
+                load_model_weights(self.chunks, source)
                 self.notes.append(f"initialised model weights from {source}")
         if lora:
             lora_state.write_chain(self.ckpt_root, chain)

@@ -14,7 +14,8 @@ import torch.distributed as dist
 from msm_megatron.cli import resolve_config
 from msm_megatron.distributed import destroy_distributed, init_distributed
 from msm_megatron.models.build import build_model_chunks
-from msm_megatron.train import checkpoint as ckpt
+from msm_megatron.models.weights import load_adapter_weights
+from msm_megatron.run_files import read_chain
 from msm_megatron.train import lora_state
 
 
@@ -24,8 +25,8 @@ def main(argv: list[str]) -> int:
     cfg = resolve_config(config, overrides)
     init_distributed(cfg.parallel, cfg.train.seed)
     chunks = build_model_chunks(cfg)
-    lora_state.restore_base(chunks, lora_state.read_chain(iter_dir))
-    ckpt.load_adapter_weights(chunks, iter_dir)
+    lora_state.restore_base(chunks, read_chain(iter_dir))
+    load_adapter_weights(chunks, iter_dir)
     (model,) = chunks
     model.eval()
     tokens = torch.load(tokens_path, weights_only=True)

@@ -87,7 +87,7 @@ def test_merged_and_peft_exports_match_megatron(toy_config, hf_base, tmp_path, n
     # `msm convert export <run>` (what the pipeline's export stage runs) merges LoRA runs
     from safetensors.torch import load_file
 
-    from msm_megatron.convert.engine import export_run
+    from msm_megatron.convert.export import export_run
 
     via_run = export_run(run, out_dir=tmp_path / "via_run", progress=False)
     for shard in sorted(merged.glob("*.safetensors")):

@@ -186,8 +186,8 @@ def test_reasoning_traces_labelled_per_arm(tmp_path):
 
 def test_trace_label_parsing():
     from msm_megatron.eval.traces import parse_labels
-    from msm_megatron.generate.llm import LLMResponse
-    from msm_megatron.generate.runner import ContentError
+    from msm_megatron.llm.backend import LLMResponse
+    from msm_megatron.llm.jobs import ContentError
 
     assert parse_labels(LLMResponse("why\nLABELS: none", "stop")) == []
     assert parse_labels(LLMResponse("LABELS: impermanence, deference", "stop")) == [

@@ -17,11 +17,12 @@ import time
 
 import pytest
 
-from msm_megatron.generate.cache import CallCache
-from msm_megatron.generate.http_backends import AnthropicBackend, OpenAICompatBackend
-from msm_megatron.generate.llm import LLMRequest, PermanentError
-from msm_megatron.generate.retry import RetryPolicy
-from msm_megatron.generate.runner import CallRunner, ContentError, Job
+from msm_megatron.llm.backend import LLMRequest, PermanentError
+from msm_megatron.llm.cache import CallCache
+from msm_megatron.llm.http_backends import AnthropicBackend, OpenAICompatBackend
+from msm_megatron.llm.jobs import ContentError, Job
+from msm_megatron.llm.retry import RetryPolicy
+from msm_megatron.llm.runner import CallRunner
 from tests.distributed.launch import REPO, run_env
 from tests.integration.llm_fixtures import llm_server, server_stats, write_prompts
 

@@ -129,3 +129,19 @@ def test_type_error_in_yaml(tmp_path):
 def test_malformed_overrides(override, fact):
     with pytest.raises(ConfigError, match=fact):
         apply_overrides(Config(), [override])
+
+
+def test_load_config_is_defaults_or_a_named_base_or_yaml_then_overrides(tmp_path):
+    from msm_megatron.config import Config, load_config, save_yaml
+    from msm_megatron.recipes import get_recipe
+
+    assert load_config(Config) == Config()
+    named = load_config(Config, "qwen3_toy_midtrain", ["train.steps=7"], named=get_recipe)
+    assert named.name == "qwen3_toy_midtrain" and named.train.steps == 7
+    save_yaml(named, tmp_path / "run.yaml")
+    again = load_config(Config, str(tmp_path / "run.yaml"), ["optim.lr=0.5"], named=get_recipe)
+    assert again.train.steps == 7 and again.optim.lr == 0.5
+    with pytest.raises(ConfigError, match="missing.yaml: experiment file not found"):
+        load_config(Config, str(tmp_path / "missing.yaml"), what="experiment")
+    with pytest.raises(ConfigError, match="no_such: config file not found"):
+        load_config(Config, "no_such")  # no named bases: a path

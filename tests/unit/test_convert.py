@@ -1,6 +1,6 @@
 """HF ⇄ Megatron conversion on CPU, one process: bit-exact round trips, layouts, errors.
 
-Every registered architecture (``msm_megatron.convert.ARCH_MODULES``) is covered, tied and
+Every registered architecture (``msm_megatron.architectures.names()``) is covered, tied and
 untied, with tiny random models built by the real transformers classes. Logit parity at TP/PP
 lives in tests/distributed/test_convert.py.
 """
@@ -15,13 +15,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from msm_megatron import architectures
 from msm_megatron.config import ConfigError
-from msm_megatron.convert import ARCH_MODULES, arch_spec
+from msm_megatron.convert import arch_spec
 from msm_megatron.convert.engine import hf_to_megatron, megatron_to_hf
 from msm_megatron.convert.hf_io import HFCheckpoint
 from msm_megatron.convert.megatron_io import MegatronCheckpoint
-from msm_megatron.convert.spec import FusedQKV
 from msm_megatron.models.hf_config import load_hf_config
+from msm_megatron.weight_mapping import FusedQKV
 from tests.convert_models import save_random_hf_model
 
 
@@ -38,7 +39,7 @@ def assert_identical(a: dict, b: dict) -> None:
 
 
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-@pytest.mark.parametrize("model_type", ARCH_MODULES)
+@pytest.mark.parametrize("model_type", architectures.names())
 def test_round_trip_is_bit_exact(model_type, tied, tmp_path):
     hf = save_random_hf_model(model_type, tmp_path / "hf", tied=tied)
     hf_to_megatron(hf, tmp_path / "meg", progress=False)
@@ -209,3 +210,10 @@ def test_streamed_safetensors_are_valid_files(tmp_path):
     # the reference reader parses our hand-written header and byte ranges
     assert_identical(load_file(hf / "model.safetensors"),
                      load_file(tmp_path / "back" / "model.safetensors"))
+
+
+def test_arch_spec_is_the_registry_weight_mapping():
+    for name in architectures.names():
+        assert arch_spec(name) is architectures.get(name).weights
+    with pytest.raises(ConfigError, match="unsupported model_type 'gemma3'; supported: "):
+        arch_spec("gemma3")

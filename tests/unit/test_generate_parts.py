@@ -9,7 +9,7 @@ import pytest
 from msm_megatron.config import ConfigError
 from msm_megatron.generate.dedupe import near_duplicates
 from msm_megatron.generate.pipeline import parse_json_list, slug
-from msm_megatron.generate.runner import ContentError
+from msm_megatron.llm.jobs import ContentError
 from msm_megatron.spec import load_spec
 
 
@@ -61,16 +61,15 @@ def test_near_duplicates_found_and_distinct_texts_kept():
 
 
 def test_generation_and_eval_configs_load_yaml_then_overrides(tmp_path):
-    from msm_megatron.config import save_yaml
+    from msm_megatron.config import load_config, save_yaml
     from msm_megatron.eval.sweep import EvalSweepConfig
-    from msm_megatron.generate.commands import gen_config
     from msm_megatron.generate.config import DocsGenConfig
 
     save_yaml(DocsGenConfig(out_dir="gen/x"), tmp_path / "docs.yaml")
-    cfg = gen_config(DocsGenConfig, str(tmp_path / "docs.yaml"), ["docs.doc_types=3"])
+    cfg = load_config(DocsGenConfig, str(tmp_path / "docs.yaml"), ["docs.doc_types=3"])
     assert (cfg.out_dir, cfg.docs.doc_types) == ("gen/x", 3)
     save_yaml(EvalSweepConfig(arms=["a=/m"], preset="paper"), tmp_path / "eval.yaml")
-    sweep = gen_config(EvalSweepConfig, str(tmp_path / "eval.yaml"), ["samples=2"])
+    sweep = load_config(EvalSweepConfig, str(tmp_path / "eval.yaml"), ["samples=2"])
     assert (sweep.arms, sweep.preset, sweep.samples) == (["a=/m"], "paper", 2)
     with pytest.raises(ConfigError, match="did you mean|Did you mean"):
-        gen_config(EvalSweepConfig, None, ["preset_=paper"])
+        load_config(EvalSweepConfig, None, ["preset_=paper"])

@@ -6,9 +6,9 @@ import random
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from msm_megatron.generate.cache import CallCache
-from msm_megatron.generate.llm import LLMRequest, LLMResponse
-from msm_megatron.generate.retry import RetryPolicy, parse_retry_after
+from msm_megatron.llm.backend import LLMRequest, LLMResponse
+from msm_megatron.llm.cache import CallCache
+from msm_megatron.llm.retry import RetryPolicy, parse_retry_after
 
 
 def test_full_jitter_is_bounded_by_the_capped_exponential():

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from msm_megatron import architectures
 from msm_megatron.config import ConfigError
 from msm_megatron.models.hf_config import (
-    SUPPORTED_MODEL_TYPES,
     hf_config_from_model,
     load_hf_config,
     model_config_from_hf,
@@ -81,7 +84,7 @@ def test_unsupported_model_type_lists_supported():
     with pytest.raises(ConfigError) as exc:
         model_config_from_hf({**QWEN3_TOY, "model_type": "mistral"})
     assert "mistral" in str(exc.value)
-    for arch in SUPPORTED_MODEL_TYPES:
+    for arch in architectures.names():
         assert arch in str(exc.value)
 
 
@@ -192,3 +195,50 @@ def test_export_agrees_with_transformers():
         assert config.num_key_value_heads == model.num_key_value_heads
         assert getattr(config, "head_dim", None) in (None, model.kv_channels)
         assert model_config_from_hf(config.to_dict()) == model, name
+
+
+# --- the architecture registry ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", architectures.names())
+def test_every_architecture_maps_its_toy_config_both_ways(name):
+    arch = architectures.get(name)
+    assert arch.name == arch.weights.model_type == name
+    model = model_config_from_hf(arch.weights.toy_hf_config)
+    assert (model.arch, model.qkv_bias, model.qk_norm) == (name, arch.qkv_bias, arch.qk_norm)
+    hf = hf_config_from_model(model)
+    assert hf["architectures"] == [arch.hf_class] and hf["model_type"] == name
+    assert model_config_from_hf(hf) == model
+
+
+def test_unknown_arch_in_a_config_names_the_field_and_the_architectures(tmp_path):
+    from msm_megatron.config import Config, apply_overrides, load_yaml
+
+    with pytest.raises(ConfigError) as exc:
+        apply_overrides(Config(), ["model.arch=qwen4"])
+    text = str(exc.value)
+    assert "model.arch" in text and "'qwen4'" in text and "Did you mean 'qwen3'?" in text
+    assert all(name in text for name in architectures.names())
+    (tmp_path / "run.yaml").write_text("model:\n  arch: gemma\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml: model\.arch: 'gemma' is not one of"):
+        load_yaml(tmp_path / "run.yaml")
+    with pytest.raises(ConfigError, match="unsupported architecture 'gemma'; supported: "):
+        architectures.get("gemma")
+
+
+def test_architectures_import_neither_torch_nor_the_layers_above():
+    """config.py (the lowest layer) validates ``model.arch`` against the registry."""
+    above = ("torch", "megatron") + tuple(
+        f"msm_megatron.{m}" for m in ("convert", "train", "eval", "generate", "pipeline", "cli",
+                                      "models"))
+    code = (
+        "import sys\n"
+        "from msm_megatron import architectures\n"
+        "[architectures.get(name) for name in architectures.names()]\n"
+        f"above = {above!r}\n"
+        "prefixes = tuple(a + '.' for a in above)\n"
+        "bad = [m for m in sys.modules if m in above or m.startswith(prefixes)]\n"
+        "assert not bad, bad\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=repo)

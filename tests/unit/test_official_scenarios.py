@@ -12,7 +12,7 @@ from msm_megatron.eval.agentic.grid import Condition, preset
 from msm_megatron.eval.agentic.official import OfficialScenarios
 from msm_megatron.eval.agentic.pysource import SourceError
 from msm_megatron.eval.agentic.tools import parse_actions
-from msm_megatron.generate.runner import ContentError
+from msm_megatron.llm.jobs import ContentError
 from tests.helpers import official_clones as fx
 
 

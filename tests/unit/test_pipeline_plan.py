@@ -41,7 +41,7 @@ def test_toy_graph_has_every_arm_and_dependencies(tmp_path):
         "sft/base-default-with_cot-n20-s1"].deps)
     # the no-CoT arm strips <think>; seeds reach the trainer
     assert plan.stages["prepare_sft/default/no_cot/n20"].params["keep_think"] is False
-    assert "train.seed=1235" in plan.stages["sft/msm-default-no_cot-n0-s1"].params["overrides"]
+    assert "train.seed=1235" in plan.stages["sft/msm-default-no_cot-n40-s1"].params["overrides"]
 
 
 def test_a_change_redoes_the_stage_and_everything_downstream_only(tmp_path):
@@ -105,9 +105,10 @@ def test_paper_experiment_dry_run_prints_the_whole_plan(tmp_path):
                           [f"out_dir={tmp_path / 'run'}", f"base_model={base}"])
     plan = build_plan(exp)
     arms = list(plan.stages["eval"].cells)
-    assert arms == ["base_model", "msm-philosophy-no_cot-n0-s0", "base-philosophy-no_cot-n0-s0",
-                    "msm-philosophy-with_cot-n0-s0", "base-philosophy-with_cot-n0-s0"]
-    for name in ("midtrain/philosophy/s0", "sft/base-philosophy-with_cot-n0-s0"):
+    assert arms == ["base_model", "msm-philosophy-no_cot-nall-s0",
+                    "base-philosophy-no_cot-nall-s0", "msm-philosophy-with_cot-nall-s0",
+                    "base-philosophy-with_cot-nall-s0"]
+    for name in ("midtrain/philosophy/s0", "sft/base-philosophy-with_cot-nall-s0"):
         cfg = load_yaml(plan.stages[name].argv[1])
         assert (cfg.lora.rank, cfg.train.epochs, cfg.data.seq_length) == (64, 1.0, 8192)
     text = format_plan(plan, "slurm")
@@ -116,3 +117,11 @@ def test_paper_experiment_dry_run_prints_the_whole_plan(tmp_path):
     assert "scenarios official (MSM clone /src/model_spec_midtraining" in text
     sweep = load_yaml(plan.stages["eval"].cells["base_model"][2], EvalSweepConfig)
     assert (sweep.scenarios.source, sweep.judge.model) == ("official", "claude-sonnet-4-6")
+
+
+def test_all_chats_are_named_by_their_count_or_nall_when_generated(tmp_path):
+    plan = plan_of(tmp_path)
+    assert "prepare_sft/default/no_cot/n40" in plan.stages  # examples/chats/aft_demo.jsonl
+    assert not any("-n0-" in name or name.endswith("/n0") for name in plan.stages)
+    with pytest.raises(ConfigError, match="0 means all 40 chats"):
+        plan_of(tmp_path, "aft_sizes=[40,0]")

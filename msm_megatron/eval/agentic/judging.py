@@ -16,8 +16,8 @@ from msm_megatron.config import ConfigError
 from msm_megatron.eval.agentic.grid import Condition
 from msm_megatron.eval.agentic.scenarios import Prompt
 from msm_megatron.eval.agentic.tools import final_reply, private_reasoning
-from msm_megatron.generate.llm import LLMRequest
-from msm_megatron.generate.runner import ContentError
+from msm_megatron.llm.backend import LLMRequest
+from msm_megatron.llm.jobs import ContentError
 
 PROTOCOLS = ("auto", "builtin", "paper")
 

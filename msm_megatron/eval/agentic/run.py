@@ -17,19 +17,18 @@ answer is re-asked, then recorded as an error — never a crash.
 from __future__ import annotations
 
 import json
-import os
-import signal
 from dataclasses import asdict
 from pathlib import Path
 
+from msm_megatron import faults
 from msm_megatron.eval.agentic.grid import Condition
 from msm_megatron.eval.agentic.judging import BuiltinProtocol
 from msm_megatron.eval.agentic.scenarios import BuiltinScenarios
 from msm_megatron.eval.agentic.tools import parse_actions
-from msm_megatron.generate.runner import CallRunner, Job, JobResult
+from msm_megatron.llm.jobs import Job, JobResult
+from msm_megatron.llm.runner import CallRunner
 
-# Crash tests: ``after_samples:N`` SIGKILLs the process after its N-th new sample was written.
-FAULT_ENV = "MSM_EVAL_FAULT_KILL"
+# Crash tests (msm_megatron.faults): ``after_samples:N`` kills after the N-th new sample written.
 _written = [0]
 
 
@@ -93,8 +92,7 @@ def generate_samples(conditions, runner, samples: int, out_dir: Path, seed: int,
                     f.write(json.dumps(done[c.id][i], ensure_ascii=False) + "\n")
                     f.flush()
                     _written[0] += 1
-                    if os.environ.get(FAULT_ENV) == f"after_samples:{_written[0]}":
-                        os.kill(os.getpid(), signal.SIGKILL)
+                    faults.kill_at(faults.EVAL, f"after_samples:{_written[0]}")
     return done
 
 

