@@ -4,7 +4,7 @@ Run from the repository root (CPU, about a minute)::
 
     .venv/bin/python bench/generate.py            # --latency 0.5 --rounds 8
 
-Starts the local OpenAI-compatible server (``tests/llm_server.py``, no faults) with a fixed
+Starts the local OpenAI-compatible server (``tests/helpers/llm_server.py``, no faults) with a fixed
 simulated latency per request, then runs ``rounds × concurrency`` distinct prompts through our
 full client path — :class:`~msm_megatron.llm.runner.CallRunner` (cache writes, content
 parsing, accounting) over :class:`~msm_megatron.llm.http_backends.OpenAICompatBackend`
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 256])
     args = parser.parse_args()
-    server = subprocess.Popen([sys.executable, "-m", "tests.llm_server", "--port", "0",
+    server = subprocess.Popen([sys.executable, "-m", "tests.helpers.llm_server", "--port", "0",
                                "--latency", str(args.latency)], cwd=ROOT, stdout=subprocess.PIPE,
                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -82,7 +82,7 @@ def main() -> None:
     finally:
         server.kill()
     print(f"machine: {platform.node()} {os.cpu_count()} cores; simulated latency "
-          f"{args.latency:g} s per request; server tests/llm_server.py (threads)")
+          f"{args.latency:g} s per request; server tests/helpers/llm_server.py (threads)")
     print(f"{'concurrency':>11}{'requests':>10}{'req/s':>9}{'ideal':>9}{'of ideal':>10}"
           f"{'client CPU ms/req':>19}")
     for c, r in rows:

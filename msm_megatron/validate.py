@@ -13,7 +13,8 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from msm_megatron.config import Config, ConfigError
 
@@ -294,7 +295,8 @@ def duration_unit(cfg: Config) -> str | None:
     return next((k for k in ("steps", "tokens", "epochs") if getattr(t, k) is not None), None)
 
 
-def derive_layout(cfg: Config, world_size: int, epoch_samples: int | None = None) -> dict:
+def derive_layout(cfg: Config, world_size: int, epoch_samples: int | None = None
+                  ) -> Mapping[str, int | None]:
     """Derived sizes for a launch on ``world_size`` ranks.
 
     Args:
@@ -304,6 +306,7 @@ def derive_layout(cfg: Config, world_size: int, epoch_samples: int | None = None
             ``samples_in_epochs``); needed only when epochs decide the duration.
 
     Returns:
+        A read-only mapping (the layout is decided once per launch, never patched later):
         ``dp``, ``num_microbatches`` (global / (micro·dp)), ``tokens_per_step``
         (global batch × seq length) and ``total_steps`` (``train.steps`` if set, else
         ``ceil(train.tokens / tokens_per_step)``, else ``ceil(epoch_samples / global batch)``;
@@ -318,12 +321,12 @@ def derive_layout(cfg: Config, world_size: int, epoch_samples: int | None = None
         raise ConfigError(errors[0])
     dp = world_size // (p.tp * p.pp * p.cp)
     tokens_per_step = t.global_batch_size * cfg.data.seq_length
-    return {
+    return MappingProxyType({
         "dp": dp,
         "num_microbatches": t.global_batch_size // (t.micro_batch_size * dp),
         "tokens_per_step": tokens_per_step,
         "total_steps": total_steps(cfg, epoch_samples),
-    }
+    })
 
 
 def total_steps(cfg: Config, epoch_samples: int | None = None) -> int | None:

@@ -17,8 +17,8 @@ import torch
 from msm_megatron.config import load_yaml
 from msm_megatron.convert.engine import hf_to_megatron
 from msm_megatron.models.hf_config import hf_config_from_model
-from tests.convert_models import save_random_hf_model
-from tests.distributed.launch import metrics, train
+from tests.helpers.convert_models import save_random_hf_model
+from tests.helpers.launch import metrics, train
 
 pytestmark = pytest.mark.distributed
 

@@ -11,7 +11,7 @@ import pytest
 
 from msm_megatron.config import ModelConfig
 from msm_megatron.flops import lora_param_count
-from tests.distributed.launch import assert_same_trajectory, metrics, train
+from tests.helpers.launch import assert_same_trajectory, metrics, train
 
 pytestmark = pytest.mark.distributed
 
@@ -32,7 +32,7 @@ def test_paper_adapter_count_qwen25_14b():
 def test_lora_model_checks(toy_config, tmp_path, nproc, layout):
     out = tmp_path / "report.json"
     train(toy_config, [str(out), *LORA, *layout, f"train.run_dir={tmp_path / 'run'}"], nproc,
-          tmp_path / "log.txt", entry=("tests.distributed.lora_check",))
+          tmp_path / "log.txt", entry=("tests.helpers.lora_check",))
     report = json.loads(out.read_text())
     assert report["b0_logits_equal"], report
     assert report["base_changed"] == [], report

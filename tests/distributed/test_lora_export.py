@@ -12,7 +12,7 @@ import torch
 
 from msm_megatron.cli import resolve_config
 from msm_megatron.convert.lora_export import export_merged, export_peft
-from tests.distributed.launch import train
+from tests.helpers.launch import train
 
 pytestmark = pytest.mark.distributed
 
@@ -59,7 +59,7 @@ def test_merged_and_peft_exports_match_megatron(toy_config, hf_base, tmp_path, n
     torch.save(tokens, tmp_path / "tokens.pt")
     train(toy_config, [str(iter_dir), str(tmp_path / "tokens.pt"), str(tmp_path / "meg.pt"),
                        *TRAIN, *layout], nproc, tmp_path / "logits.log",
-          entry=("tests.distributed.lora_logits",))
+          entry=("tests.helpers.lora_logits",))
     megatron = torch.load(tmp_path / "meg.pt", weights_only=True)
 
     merged = export_merged(iter_dir, tmp_path / "merged", progress=False)

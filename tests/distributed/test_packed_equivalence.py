@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.distributed.launch import assert_same_trajectory, metrics, train
+from tests.helpers.launch import assert_same_trajectory, metrics, train
 
 pytestmark = pytest.mark.distributed
 
 
 def packed_train(mode, config, overrides, nproc, log):
-    train(config, overrides, nproc, log, entry=("tests.distributed.packed_train", mode))
+    train(config, overrides, nproc, log, entry=("tests.helpers.packed_train", mode))
 
 
 @pytest.fixture(scope="module")

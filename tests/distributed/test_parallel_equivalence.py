@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.distributed.launch import assert_same_trajectory, metrics, train
+from tests.helpers.launch import assert_same_trajectory, metrics, train
 
 pytestmark = pytest.mark.distributed
 

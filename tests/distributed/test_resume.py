@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.distributed.launch import finish, metrics, start, train
+from tests.helpers.launch import finish, metrics, start, train
 
 pytestmark = pytest.mark.distributed
 

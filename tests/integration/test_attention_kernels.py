@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 from msm_megatron.models import attention
-from tests.distributed.launch import REPO, run_env
+from tests.helpers.launch import REPO, run_env
 
 SCRIPT = textwrap.dedent("""
     import json, torch, torch.distributed as dist

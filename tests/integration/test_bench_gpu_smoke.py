@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-from tests.distributed.launch import REPO, run_env
+from tests.helpers.launch import REPO, run_env
 
 
 def test_benchmark_rows_run_on_cpu(tmp_path):

@@ -8,8 +8,8 @@ import sys
 
 import torch
 
-from tests.convert_models import save_random_hf_model
-from tests.distributed.launch import REPO, run_env
+from tests.helpers.convert_models import save_random_hf_model
+from tests.helpers.launch import REPO, run_env
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.distributed.launch import REPO, run_env
+from tests.helpers.launch import REPO, run_env
 
 
 def demo(out, *extra, timeout=900):
@@ -42,7 +42,7 @@ def test_demo_runs_the_pipeline_and_reports_without_a_judge(tmp_path):
 
 
 def test_demo_generates_its_data_and_judges_with_an_endpoint(tmp_path):
-    from tests.integration.llm_fixtures import llm_server
+    from tests.helpers.llm_fixtures import llm_server
 
     out = tmp_path / "demo"
     with llm_server("--fault-rate", "0.1", "--faults", "429,500") as url:

@@ -10,7 +10,7 @@ import sys
 
 from msm_megatron.data.blend import Blend
 from msm_megatron.data.datasets import PackedRows
-from tests.distributed.launch import REPO, run_env
+from tests.helpers.launch import REPO, run_env
 
 
 def test_one_epoch_of_aft_runs_the_steps_the_data_implies(tmp_path):

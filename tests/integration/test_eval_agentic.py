@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from msm_megatron.eval.stats import wilson
-from tests.convert_models import save_random_hf_model
-from tests.distributed.launch import REPO, run_env
-from tests.integration.llm_fixtures import llm_server, server_stats
+from tests.helpers.convert_models import save_random_hf_model
+from tests.helpers.launch import REPO, run_env
+from tests.helpers.llm_fixtures import llm_server, server_stats
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The real HTTP clients against a local fault-injecting server process (tests/llm_server.py).
+"""The real HTTP clients against a local fault-injecting server process
+(tests/helpers/llm_server.py).
 
 Covers: every transport fault retried to completion with exact accounting; Retry-After honoured;
 a call that keeps failing is reported without losing its siblings; content rejections re-asked;
@@ -23,8 +24,8 @@ from msm_megatron.llm.http_backends import AnthropicBackend, OpenAICompatBackend
 from msm_megatron.llm.jobs import ContentError, Job
 from msm_megatron.llm.retry import RetryPolicy
 from msm_megatron.llm.runner import CallRunner
-from tests.distributed.launch import REPO, run_env
-from tests.integration.llm_fixtures import llm_server, server_stats, write_prompts
+from tests.helpers.launch import REPO, run_env
+from tests.helpers.llm_fixtures import llm_server, server_stats, write_prompts
 
 FAST = RetryPolicy(max_attempts=12, base_s=0.01, cap_s=0.2)
 TRANSPORT = "429,500,timeout,drop,bad_json"

@@ -7,8 +7,8 @@ import json
 import subprocess
 import sys
 
-from tests.distributed.launch import REPO, run_env
-from tests.integration.llm_fixtures import llm_server, server_stats, write_prompts
+from tests.helpers.launch import REPO, run_env
+from tests.helpers.llm_fixtures import llm_server, server_stats, write_prompts
 
 KEY = {"MSM_TEST_BATCH_KEY": "sk-ant-batch-" + "y" * 20}
 

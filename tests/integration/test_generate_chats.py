@@ -9,8 +9,8 @@ import sys
 import numpy as np
 
 from msm_megatron.generate.embed import embed
-from tests.distributed.launch import REPO, run_env
-from tests.integration.llm_fixtures import llm_server, server_stats
+from tests.helpers.launch import REPO, run_env
+from tests.helpers.llm_fixtures import llm_server, server_stats
 
 SPEC = REPO / "examples" / "spec" / "qwen_spec.txt"
 

@@ -13,8 +13,8 @@ import subprocess
 import sys
 from itertools import combinations
 
-from tests.distributed.launch import REPO, run_env
-from tests.integration.llm_fixtures import llm_server, server_stats
+from tests.helpers.launch import REPO, run_env
+from tests.helpers.llm_fixtures import llm_server, server_stats
 
 SPEC = REPO / "examples" / "spec" / "qwen_spec.txt"
 SMALL = ["docs.domains=3", "docs.subdomains_per_domain=2", "docs.doc_types=3",

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from tests.distributed.launch import REPO, run_env
-from tests.integration.llm_fixtures import write_prompts
+from tests.helpers.launch import REPO, run_env
+from tests.helpers.llm_fixtures import write_prompts
 
 
 def complete(tmp_path, *backend_args):

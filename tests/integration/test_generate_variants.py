@@ -8,8 +8,8 @@ import sys
 
 from msm_megatron.generate import prompts
 from msm_megatron.spec import load_spec
-from tests.distributed.launch import REPO, run_env
-from tests.integration.llm_fixtures import llm_server
+from tests.helpers.launch import REPO, run_env
+from tests.helpers.llm_fixtures import llm_server
 
 RULES = REPO / "examples" / "spec" / "rules_spec.txt"
 

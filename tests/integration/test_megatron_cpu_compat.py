@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.distributed.launch import REPO, run_env
+from tests.helpers.launch import REPO, run_env
 
 SCRIPT = textwrap.dedent("""
     import torch

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.distributed.launch import REPO, run_env
+from tests.helpers.launch import REPO, run_env
 
 ARGS = ["midtrain.overrides=[train.steps=2,checkpoint.save_interval=2]",
         "sft.overrides=[train.steps=2,checkpoint.save_interval=2]", "baseline=false",

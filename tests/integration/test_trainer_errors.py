@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from msm_megatron.config import ConfigError, apply_overrides
 from msm_megatron.recipes import get_recipe
-from tests.distributed.launch import REPO, run_env
+from tests.helpers.launch import REPO, run_env
 
 
 def toy(*overrides: str):

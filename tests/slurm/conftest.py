@@ -1,4 +1,4 @@
-"""A real one-node Slurm cluster on localhost for the Slurm tests (tests/slurm/local_cluster.sh).
+"""A real one-node Slurm cluster on localhost for the Slurm tests (tests/helpers/local_cluster.sh).
 
 Started once per session, installing Debian's packages if needed (MSM_SLURM_INSTALL=1); where
 Slurm cannot be started (not root, no packages and no network, ...) the tests are skipped with
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).with_name("local_cluster.sh")
+SCRIPT = Path(__file__).parents[1] / "helpers" / "local_cluster.sh"
 
 
 @pytest.fixture(scope="session")

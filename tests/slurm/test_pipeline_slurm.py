@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.launch import REPO, run_env
-from tests.integration.llm_fixtures import llm_server
+from tests.helpers.launch import REPO, run_env
+from tests.helpers.llm_fixtures import llm_server
 
 pytestmark = pytest.mark.slow
 

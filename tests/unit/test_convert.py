@@ -23,7 +23,7 @@ from msm_megatron.convert.hf_io import HFCheckpoint
 from msm_megatron.convert.megatron_io import MegatronCheckpoint
 from msm_megatron.models.hf_config import load_hf_config
 from msm_megatron.weight_mapping import FusedQKV
-from tests.convert_models import save_random_hf_model
+from tests.helpers.convert_models import save_random_hf_model
 
 
 def hf_tensors(path) -> dict[str, torch.Tensor]:

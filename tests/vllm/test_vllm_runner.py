@@ -24,9 +24,9 @@ from msm_megatron.eval.agentic.grid import preset  # noqa: E402
 from msm_megatron.eval.agentic.scenarios import build_prompt  # noqa: E402
 from msm_megatron.eval.runners import HFRunner, SampleBatch, VLLMRunner  # noqa: E402
 from msm_megatron.llm.vllm_engine import EngineCache  # noqa: E402
-from tests.convert_models import save_random_hf_model  # noqa: E402
-from tests.distributed.launch import REPO, run_env  # noqa: E402
-from tests.integration.llm_fixtures import llm_server  # noqa: E402
+from tests.helpers.convert_models import save_random_hf_model  # noqa: E402
+from tests.helpers.launch import REPO, run_env  # noqa: E402
+from tests.helpers.llm_fixtures import llm_server  # noqa: E402
 
 MAX_NEW = 24
 CPU_MEMORY_SHARE = 0.15
@@ -149,7 +149,7 @@ def test_megatron_lora_export_serves_in_vllm(export, engines, tmp_path):
     from msm_megatron.convert.lora_export import export_merged
     from msm_megatron.data.prepare import prepare_jsonl
     from msm_megatron.data.tokenizers import load_tokenizer
-    from tests.distributed.launch import train
+    from tests.helpers.launch import train
 
     prefix = tmp_path / "corpus"
     prepare_jsonl([REPO / "examples" / "corpus" / "demo_corpus.jsonl"], load_tokenizer(export),

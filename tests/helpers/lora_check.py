@@ -1,6 +1,6 @@
 """LoRA checks that need a built model (run under torchrun by tests/distributed/test_lora.py).
 
-Usage: ``python -m tests.distributed.lora_check config.yaml <out.json> [overrides...]``
+Usage: ``python -m tests.helpers.lora_check config.yaml <out.json> [overrides...]``
 
 1. With B = 0 a LoRA model's logits equal the (frozen) base model's (same seed, bit for bit).
 2. After ``train.steps`` steps of training, every base weight is bit-identical to its initial

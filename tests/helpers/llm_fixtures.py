@@ -1,4 +1,4 @@
-"""Start tests/llm_server.py as a real process on 127.0.0.1 and talk to it."""
+"""Start tests/helpers/llm_server.py as a real process on 127.0.0.1 and talk to it."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import sys
 import urllib.request
 from contextlib import contextmanager
 
-from tests.distributed.launch import REPO, run_env
+from tests.helpers.launch import REPO, run_env
 
 
 @contextmanager
 def llm_server(*args: str):
     """Yields the server's base URL (``http://127.0.0.1:PORT``); kills it afterwards."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.llm_server", "--port", "0", *args],
-                            cwd=REPO, env=run_env(), stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.llm_server", "--port", "0", *args],
+        cwd=REPO, env=run_env(), stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert line.startswith("PORT "), line

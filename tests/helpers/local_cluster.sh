@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A real one-node Slurm cluster on localhost (munge + slurmctld + slurmd), for the Slurm tests.
 #
-#   tests/slurm/local_cluster.sh up      # idempotent; prints "export SLURM_CONF=..." last
-#   tests/slurm/local_cluster.sh down    # cancels jobs, stops only the daemons it started
+#   tests/helpers/local_cluster.sh up      # idempotent; prints "export SLURM_CONF=..." last
+#   tests/helpers/local_cluster.sh down    # cancels jobs, stops only the daemons it started
 #
 # Needs root (slurmd launches jobs as the submitting user) and Debian's packages
 # slurmctld slurmd slurm-client munge; with MSM_SLURM_INSTALL=1 it apt-get installs them.

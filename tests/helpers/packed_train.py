@@ -1,6 +1,6 @@
 """Train the toy model on packed rows or on the same documents one at a time (for the tests).
 
-Usage (under torchrun): ``python -m tests.distributed.packed_train {packed|separate} config.yaml
+Usage (under torchrun): ``python -m tests.helpers.packed_train {packed|separate} config.yaml
 [overrides...]``. Rows hold DOCS_PER_ROW documents each (inputs d[:-1], labels d[1:], every
 position supervised, no prediction across a boundary); "separate" puts each document in its own
 right-padded sample (padding has loss_mask 0), so both modes train on exactly the same

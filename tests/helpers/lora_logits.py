@@ -1,6 +1,6 @@
 """Megatron logits of a LoRA run's model (base chain + adapters) on fixed tokens (for tests).
 
-Usage: ``python -m tests.distributed.lora_logits config.yaml <iter dir> <tokens.pt> <out.pt>
+Usage: ``python -m tests.helpers.lora_logits config.yaml <iter dir> <tokens.pt> <out.pt>
 [overrides...]`` — writes fp32 logits [tokens, vocab] (the unpadded vocabulary) on rank 0.
 """
 

@@ -27,7 +27,8 @@ It also stands in for the Anthropic Message Batches endpoints (``POST /v1/messag
 creation, whether or not its submitter is still alive, and ``--batch-error-rate`` of its results
 come back ``errored``.
 
-Run: ``python -m tests.llm_server --port 0 --fault-rate 0.3`` prints ``PORT <n>`` when ready.
+Run: ``python -m tests.helpers.llm_server --port 0 --fault-rate 0.3`` prints ``PORT <n>`` when
+ready.
 """
 
 from __future__ import annotations
