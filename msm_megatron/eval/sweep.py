@@ -69,6 +69,34 @@ def task_dir(source) -> str:
     return "agentic_misalignment" + ("_official" if source.source == "official" else "")
 
 
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Who generates an arm's samples, and how: one group of the sweep's settings, handed as a
+    whole to the runner and to the capability harness (the YAML keys stay flat: ``runner``,
+    ``runner_base_url``, ``tensor_parallel_size`` … as users write them)."""
+
+    kind: str = "hf"  # the sweep's ``runner``: vllm (offline engine), openai (a server), hf
+    base_url: str | None = None
+    concurrency: int = 32
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    lora_base_model: str | None = None
+    dtype: str = "auto"
+    enforce_eager: bool = False
+
+    def engine_args(self) -> dict:
+        """vLLM engine arguments (``dtype`` only for the other runners)."""
+        args: dict = {"dtype": self.dtype}
+        if self.kind == "vllm":
+            args.update(tensor_parallel_size=self.tensor_parallel_size,
+                        gpu_memory_utilization=self.gpu_memory_utilization,
+                        enforce_eager=self.enforce_eager, enable_prefix_caching=True)
+            if self.max_model_len:
+                args["max_model_len"] = self.max_model_len
+        return args
+
+
 @dataclass(kw_only=True, slots=True)
 class EvalSweepConfig:
     """A sweep: arms (HF exports or LoRA adapters) × tasks × the agentic-misalignment preset."""
@@ -107,6 +135,15 @@ class EvalSweepConfig:
     lm_eval_tasks: list[str] = field(default_factory=list)
     lm_eval_limit: int | None = None  # examples per task (smoke runs)
     lm_eval_include: str | None = None  # a folder of extra task YAMLs
+
+    def runner_settings(self) -> RunnerSettings:
+        """The runner group of the flat keys above."""
+        return RunnerSettings(
+            kind=self.runner, base_url=self.runner_base_url, concurrency=self.runner_concurrency,
+            tensor_parallel_size=self.tensor_parallel_size, max_model_len=self.max_model_len,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            lora_base_model=self.lora_base_model, dtype=self.dtype,
+            enforce_eager=self.enforce_eager)
 
 
 def parse_arms(arms: list[str]) -> list[tuple[str, str]]:
@@ -215,7 +252,8 @@ def _run_arm(cfg: EvalSweepConfig, chosen, name: str, path: str, probes, engines
     samples = cfg.samples or chosen.samples
     temperature = chosen.temperature if cfg.temperature is None else cfg.temperature
     max_new = cfg.max_new_tokens or chosen.max_new_tokens
-    runner = LazyRunner(lambda: _runner(cfg, path, max_new, temperature, arm_dir, engines),
+    settings = cfg.runner_settings()
+    runner = LazyRunner(lambda: _runner(settings, path, max_new, temperature, arm_dir, engines),
                         logprobs=cfg.runner in ("hf", "vllm"))
     judge_cache, judge = None, None
     if cfg.judge_mode == "llm":
@@ -252,16 +290,10 @@ def _capability(cfg: EvalSweepConfig, path: str, arm_dir: Path, engines) -> dict
 
     if engines is not None:
         engines.close()  # the harness starts its own engine on the GPU
-    engine_args = {"dtype": cfg.dtype}
-    if cfg.runner == "vllm":
-        engine_args.update(tensor_parallel_size=cfg.tensor_parallel_size,
-                           gpu_memory_utilization=cfg.gpu_memory_utilization,
-                           enforce_eager=cfg.enforce_eager, enable_prefix_caching=True)
-        if cfg.max_model_len:
-            engine_args["max_model_len"] = cfg.max_model_len
+    settings = cfg.runner_settings()
     return run_capability(path, cfg.lm_eval_tasks, arm_dir / "capability.json",
-                          "vllm" if cfg.runner == "vllm" else "hf", cfg.lm_eval_limit,
-                          cfg.lm_eval_include, cfg.seed, engine_args)
+                          "vllm" if settings.kind == "vllm" else "hf", cfg.lm_eval_limit,
+                          cfg.lm_eval_include, cfg.seed, settings.engine_args())
 
 
 class LazyRunner:
@@ -288,22 +320,22 @@ class LazyRunner:
             self._runner.close()
 
 
-def _runner(cfg: EvalSweepConfig, path: str, max_new: int, temperature: float, arm_dir: Path,
-            engines):
+def _runner(settings: RunnerSettings, path: str, max_new: int, temperature: float,
+            arm_dir: Path, engines):
     from msm_megatron.eval.runners import EndpointRunner, HFRunner, VLLMRunner
 
-    if cfg.runner == "hf":
+    s = settings
+    if s.kind == "hf":
         return HFRunner(path, max_new, temperature)
-    if cfg.runner == "vllm":
-        return VLLMRunner(path, max_new, temperature, cfg.tensor_parallel_size, cfg.max_model_len,
-                          cfg.gpu_memory_utilization, cfg.lora_base_model, engines, cfg.dtype,
-                          cfg.enforce_eager)
+    if s.kind == "vllm":
+        return VLLMRunner(path, max_new, temperature, s.tensor_parallel_size, s.max_model_len,
+                          s.gpu_memory_utilization, s.lora_base_model, engines, s.dtype,
+                          s.enforce_eager)
     from msm_megatron.llm.cache import CallCache
     from msm_megatron.llm.http_backends import OpenAICompatBackend
 
-    if not cfg.runner_base_url:
+    if not s.base_url:
         raise ConfigError("runner=openai needs runner_base_url (the server of the export)")
     arm_dir.mkdir(parents=True, exist_ok=True)
-    return EndpointRunner(OpenAICompatBackend(cfg.runner_base_url, path),
-                          CallCache(arm_dir / "calls.jsonl"), max_new, temperature,
-                          cfg.runner_concurrency)
+    return EndpointRunner(OpenAICompatBackend(s.base_url, path),
+                          CallCache(arm_dir / "calls.jsonl"), max_new, temperature, s.concurrency)

@@ -73,3 +73,21 @@ def test_generation_and_eval_configs_load_yaml_then_overrides(tmp_path):
     assert (sweep.arms, sweep.preset, sweep.samples) == (["a=/m"], "paper", 2)
     with pytest.raises(ConfigError, match="did you mean|Did you mean"):
         load_config(EvalSweepConfig, None, ["preset_=paper"])
+
+
+def test_sweep_runner_settings_group_the_flat_keys():
+    from msm_megatron.config import load_config
+    from msm_megatron.eval.sweep import EvalSweepConfig
+
+    cfg = load_config(EvalSweepConfig, None, ["runner=vllm", "tensor_parallel_size=4",
+                                              "max_model_len=8192", "dtype=bfloat16"])
+    settings = cfg.runner_settings()
+    assert (settings.kind, settings.tensor_parallel_size, settings.lora_base_model) == (
+        "vllm", 4, None)
+    assert settings.engine_args() == {
+        "dtype": "bfloat16", "tensor_parallel_size": 4, "gpu_memory_utilization": 0.9,
+        "enforce_eager": False, "enable_prefix_caching": True, "max_model_len": 8192}
+    assert EvalSweepConfig().runner_settings().engine_args() == {"dtype": "auto"}
+    served = load_config(EvalSweepConfig, None, ["runner=openai", "runner_base_url=http://h/v1",
+                                                 "runner_concurrency=8"]).runner_settings()
+    assert (served.kind, served.base_url, served.concurrency) == ("openai", "http://h/v1", 8)
