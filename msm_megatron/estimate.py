@@ -46,7 +46,7 @@ from msm_megatron.flops import (
     projection_shapes,
 )
 from msm_megatron.models.vocab import padded_vocab_size
-from msm_megatron.validate import derive_layout, validate
+from msm_megatron.validate import derive_layout, microbatch_shape, validate
 
 GIB = 1024**3
 H100_GIB = 80.0
@@ -134,10 +134,8 @@ def logits_bytes(cfg: Config) -> int:
     those of one ``train.loss_chunk`` of tokens when the LM head runs chunked."""
     p = cfg.parallel
     vocab = padded_vocab_size(cfg.model, p.tp)
-    # the loss runs over [s, b]: packed micro-batches are one THD row of mbs·seq tokens
-    seq, rows = cfg.data.seq_length / p.cp, cfg.train.micro_batch_size
-    if cfg.data.mode == "packed":
-        seq, rows = seq * rows, 1
+    seq, rows = microbatch_shape(cfg)  # the loss runs over [s, b]
+    seq /= p.cp
     if cfg.train.loss_chunk:  # chunks are cut along s
         seq = min(seq, cfg.train.loss_chunk)
     return int(seq * rows * vocab / p.tp * LOGIT_BYTES)

@@ -295,6 +295,14 @@ def duration_unit(cfg: Config) -> str | None:
     return next((k for k in ("steps", "tokens", "epochs") if getattr(t, k) is not None), None)
 
 
+def microbatch_shape(cfg: Config) -> tuple[int, int]:
+    """(sequence length, rows) of one micro-batch as the model sees it: ``micro_batch_size``
+    windows of ``seq_length``, or, packed, those rows as one THD sequence of mbs·seq tokens
+    (the activation shape pipeline stages exchange)."""
+    seq, rows = cfg.data.seq_length, cfg.train.micro_batch_size
+    return (seq * rows, 1) if cfg.data.mode == "packed" else (seq, rows)
+
+
 def derive_layout(cfg: Config, world_size: int, epoch_samples: int | None = None
                   ) -> Mapping[str, int | None]:
     """Derived sizes for a launch on ``world_size`` ranks.

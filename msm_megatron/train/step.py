@@ -77,11 +77,11 @@ def packed_seq_params(batch: dict):
                            max_seqlen_q=longest, max_seqlen_kv=longest)
 
 
-def forward_step(data_iterator, model, loss_chunk: int | None = None):
+def forward_step(data_iterator, model, output_processor=None):
     """Megatron ``forward_step_func``: one micro-batch through one model chunk.
 
-    ``loss_chunk`` (``train.loss_chunk``): the LM head and cross-entropy run that many tokens at a
-    time (:mod:`msm_megatron.models.lm_head`); ``None`` is Megatron's own post-process. Bind it
+    ``output_processor``: GPTModel's post-process hook, e.g. the chunked LM head of
+    ``train.loss_chunk`` (:mod:`msm_megatron.models.lm_head`); ``None`` is Megatron's own. Bind it
     with ``functools.partial`` (Megatron calls ``forward_step_func(data_iterator, model)``).
     """
     batch = next(data_iterator)
@@ -90,11 +90,7 @@ def forward_step(data_iterator, model, loss_chunk: int | None = None):
     if position_ids is None:
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         position_ids = positions.unsqueeze(0).expand_as(tokens)
-    extra = {}
-    if loss_chunk:
-        from msm_megatron.models.lm_head import chunked_loss_processor
-
-        extra["output_processor"] = chunked_loss_processor(loss_chunk)
+    extra = {"output_processor": output_processor} if output_processor is not None else {}
     output = model(tokens, position_ids, None, labels=batch["labels"],
                    packed_seq_params=packed_seq_params(batch), **extra)
     return output, partial(loss_func, batch["loss_mask"])

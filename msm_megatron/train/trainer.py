@@ -22,6 +22,7 @@ from msm_megatron.config import Config, ConfigError, save_yaml
 from msm_megatron.distributed import init_distributed, read_launch_env
 from msm_megatron.flops import lora_flops_per_token, model_flops_per_token
 from msm_megatron.models.build import build_model_chunks
+from msm_megatron.models.lm_head import chunked_loss_processor
 from msm_megatron.models.weights import load_model_weights
 from msm_megatron.run_files import REQUEUE_EXIT_CODE, read_chain, write_exit_status
 from msm_megatron.train import checkpoint as ckpt
@@ -30,7 +31,7 @@ from msm_megatron.train.metrics import MetricsLogger
 from msm_megatron.train.optim import build_optimizer, build_scheduler
 from msm_megatron.train.preemption import PreemptionHandler
 from msm_megatron.train.step import batch_iterator, forward_step
-from msm_megatron.validate import derive_layout, validate
+from msm_megatron.validate import derive_layout, microbatch_shape, validate
 
 
 @dataclass
@@ -128,7 +129,8 @@ class Trainer:
         self.layout = derive_layout(cfg, launch.world_size, epoch_samples(cfg, self.dataset))
         torch.manual_seed(cfg.train.seed)
         init_distributed(cfg.parallel, cfg.train.seed)
-        self.forward_step = partial(forward_step, loss_chunk=cfg.train.loss_chunk)
+        self.forward_step = partial(forward_step, output_processor=(
+            chunked_loss_processor(cfg.train.loss_chunk) if cfg.train.loss_chunk else None))
         self.run_dir = Path(cfg.train.run_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.chunks = wrap_for_training(cfg, build_model_chunks(cfg))
@@ -181,11 +183,7 @@ class Trainer:
         self.optimizer.zero_grad()
         iters = [batch_iterator(self.dataset, self.state.consumed_samples, num_micro, mbs, dp,
                                 ps.get_data_parallel_rank()) for _ in self.chunks]
-        # Packed rows: a micro-batch of mbs rows is one THD sequence of mbs·seq tokens, which is
-        # the activation shape pipeline stages exchange.
-        seq, shape_mbs = self.cfg.data.seq_length, mbs
-        if self.cfg.data.mode == "packed":
-            seq, shape_mbs = seq * mbs, 1
+        seq, shape_mbs = microbatch_shape(self.cfg)
         losses = get_forward_backward_func()(
             forward_step_func=self.forward_step,
             data_iterator=iters if len(iters) > 1 else iters[0], model=self.chunks,

@@ -43,6 +43,14 @@ def run_env(extra: dict | None = None) -> dict:
     return env
 
 
+def assert_script_prints_ok(script: str, timeout: float) -> None:
+    """Run ``script`` in a fresh Python process (for what patches a process for good, such as
+    the Megatron-on-CPU adaptations); it must exit 0 with ``OK`` as its last output."""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=run_env(),
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr[-3000:]
+
+
 def start(config: Path, overrides: list[str], nproc: int, log: Path,
           env: dict | None = None, entry: tuple[str, ...] = MSM_TRAIN) -> subprocess.Popen:
     """Start a run in the background; stdout+stderr go to ``log``."""

@@ -6,11 +6,9 @@ Runs in a subprocess: building a model enables the Megatron-on-CPU adaptations f
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
-from tests.helpers.launch import REPO, run_env
+from tests.helpers.launch import assert_script_prints_ok
 
 SCRIPT = textwrap.dedent("""
     import torch
@@ -48,6 +46,4 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_switches_reach_the_built_model():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=run_env(),
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr[-3000:]
+    assert_script_prints_ok(SCRIPT, timeout=300)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
-from tests.helpers.launch import REPO, run_env
+from tests.helpers.launch import assert_script_prints_ok
 
 SCRIPT = textwrap.dedent("""
     import torch
@@ -54,6 +52,4 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_cpu_adaptations():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=run_env(),
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr[-3000:]
+    assert_script_prints_ok(SCRIPT, timeout=120)
