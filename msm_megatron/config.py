@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import os
 import pkgutil
 import types
 import typing
@@ -28,6 +30,59 @@ import yaml
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key/file and the fix."""
+
+
+# ----------------------------------------------------------------------------- path fields
+# Which fields hold paths is declared once, on the dataclass (``path_field``), with the rule
+# that makes a value absolute. Loading applies it: values read from a YAML file are relative to
+# that file's directory, command-line overrides to the current directory (docs/configs.md#paths).
+
+PathRule = Callable[[str, Path], str]
+
+
+def as_path(value: str, base: Path) -> str:
+    """A file or directory: ``~`` expanded, made absolute against ``base``, normalized."""
+    return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+
+
+def model_ref(value: str, base: Path) -> str:
+    """A model directory or a Hugging Face hub id (``org/name``): a path when it starts with
+    ``/``, ``.`` or ``~``, or when it names something that exists under ``base``; else an id."""
+    if value.startswith(("/", ".", "~")) or (base / value).exists():
+        return as_path(value, base)
+    return value
+
+
+def env_file(value: str, base: Path) -> str:
+    """A name (``mycluster``: looked up by the code that reads it) or, with a file suffix
+    (``clusters/mine.env``), a path."""
+    return as_path(value, base) if Path(value).suffix else value
+
+
+def keeping(*words: str, rule: PathRule = as_path) -> PathRule:
+    """``rule``, but the literal ``words`` stay as written (``base_model: toy``)."""
+    return lambda value, base: value if value in words else rule(value, base)
+
+
+def named_entry(rule: PathRule) -> PathRule:
+    """``rule`` applied to the part after ``=`` of a ``name=path`` entry."""
+    def resolve(value: str, base: Path) -> str:
+        name, sep, rest = value.partition("=")
+        return f"{name}={rule(rest, base)}" if sep and rest else value
+
+    return resolve
+
+
+def path_field(rule: PathRule = as_path, **kwargs: Any) -> Any:
+    """A dataclass field holding a path (or a list / dict of paths) that loading makes
+    absolute with ``rule``; ``kwargs`` go to :func:`dataclasses.field`."""
+    return field(metadata={"path": rule}, **kwargs)
+
+
+def overrides_field(target: Callable[[], type]) -> Any:
+    """A list of dotlist overrides of the config class ``target()`` returns (imported lazily);
+    loading resolves the path values in them like that class's own path fields."""
+    return field(default_factory=list, metadata={"overrides_of": target})
 
 
 def architecture_names() -> tuple[str, ...]:
@@ -101,7 +156,7 @@ class DataConfig:
     turned into samples by ``mode`` (``concat``: Megatron concat-and-split; ``packed``: document-
     aware THD rows packed by ``packing``)."""
 
-    prepared: list[str] = field(default_factory=list)
+    prepared: list[str] = path_field(default_factory=list)
     weights: list[float] | None = None
     mode: Literal["concat", "packed"] = "concat"
     packing: Literal["bfd", "ffd"] = "bfd"
@@ -146,7 +201,7 @@ class TrainConfig:
     recompute: Literal["none", "selective", "full"] = "none"
     recompute_num_layers: int = 1
     seed: int = 1234
-    run_dir: str = "runs/default"
+    run_dir: str = path_field(default="runs/default")
     spec: Literal["auto", "local", "te"] = "auto"
     # Core attention of the local (non-TE) spec; see msm_megatron/models/attention.py.
     attention: Literal["auto", "unfused", "sdpa", "varlen", "flex"] = "auto"
@@ -169,10 +224,11 @@ class CheckpointConfig:
     save_interval: int | None = None
     keep_last: int | None = 3
     async_save: bool = False
-    load: str | None = None
+    load: str | None = path_field(default=None)
     resume: bool = True
     save_on_exit: bool = True
-    exit_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+    # finish the step, save, exit 75: Slurm's --signal/scancel/time limit, and Ctrl-C
+    exit_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1", "SIGINT"])
 
 
 @dataclass(kw_only=True, slots=True)
@@ -295,7 +351,7 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
             raise ConfigError(f"unknown config key '{path}'." + _suggest(str(key), names))
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = from_dict(tp, value or {}, path)
+            kwargs[key] = from_dict(tp, _over_default(by_name[key], value or {}), path)
         else:
             kwargs[key] = _coerce(value, tp, path)
             if "choices" in by_name[key].metadata:
@@ -304,8 +360,30 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
     return cls(**kwargs)
 
 
-def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
-    """Return a new config (of ``cfg``'s class) with dotlist overrides (``optim.lr=2e-5``)."""
+def _over_default(f: dataclasses.Field, data: Any) -> Any:
+    """``data`` laid over the field's own default, which may differ from its class's defaults
+    (``eval: {resources: {partition: gpu}}`` keeps the eval's 12-hour ``time``)."""
+    if f.default_factory is dataclasses.MISSING or not isinstance(data, dict):
+        return data
+    return _deep_merge(to_dict(f.default_factory()), data)
+
+
+def _deep_merge(base: dict, data: dict) -> dict:
+    out = dict(base)
+    for key, value in data.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _deep_merge(out[key], value) if both else value
+    return out
+
+
+def apply_overrides(cfg: Any, overrides: list[str], relative_to: str | Path | None = None
+                    ) -> Any:
+    """Return a new config (of ``cfg``'s class) with dotlist overrides (``optim.lr=2e-5``).
+
+    With ``relative_to`` (the current directory, for overrides typed on a command line), the
+    path values they set are made absolute against it (see :func:`path_field`).
+    """
+    base = Path(relative_to).absolute() if relative_to is not None else None
     data = to_dict(cfg)
     for item in overrides:
         if "=" not in item:
@@ -328,7 +406,16 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
                 if dataclasses.is_dataclass(sub):
                     raise ConfigError(
                         f"override '{item}': '{dotted}' is a section; set one of its keys")
-                node[part] = yaml.safe_load(raw) if raw != "" else None
+                try:
+                    value = yaml.safe_load(raw) if raw != "" else None
+                except yaml.YAMLError as exc:
+                    raise ConfigError(
+                        f"override '{item}': the value is not valid YAML "
+                        f"({getattr(exc, 'problem', exc)}); quote a list inside a list, e.g. "
+                        "'sft.overrides=[\"parallel.tp=2\",\"data.prepared=[a,b]\"]'") from exc
+                if base is not None:
+                    value = _resolve_value(_field(cls, part), value, base)
+                node[part] = value
             else:
                 if not dataclasses.is_dataclass(sub):
                     section = ".".join(parts[: depth + 1])
@@ -338,7 +425,11 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
 
 
 def load_yaml(path: str | Path, cls: type | None = None) -> Any:
-    """Load a config YAML into ``cls`` (default :class:`Config`); errors name the file."""
+    """Load a config YAML into ``cls`` (default :class:`Config`); errors name the file.
+
+    Its relative paths — those it sets and the defaults of those it leaves out — are made
+    absolute against the file's directory (:func:`resolve_paths`).
+    """
     cls = cls or Config
     path = Path(path)
     try:
@@ -346,9 +437,10 @@ def load_yaml(path: str | Path, cls: type | None = None) -> Any:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     try:
-        return from_dict(cls, data)
+        cfg = from_dict(cls, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    return resolve_paths(cfg, path.absolute().parent)
 
 
 def load_config(cls: type, source: str | Path | None = None, overrides: list[str] = (),
@@ -360,22 +452,122 @@ def load_config(cls: type, source: str | Path | None = None, overrides: list[str
     loads its config through here (``msm train``: recipes or YAML; ``msm generate``/``eval``:
     defaults or YAML; ``msm pipeline``: an experiment YAML).
 
+    Every path field comes out absolute: a YAML file's relative to the file's directory, the
+    overrides' relative to the current directory, and a recipe's or the defaults' relative to
+    the current directory too.
+
     Raises:
         ConfigError: the file does not exist (named ``what`` in the message), is not valid
             YAML, or has an unknown key or a bad value (file and key named).
     """
+    cwd = Path.cwd()
     if source is None:
-        cfg = cls()
+        cfg = resolve_paths(cls(), cwd)
     elif str(source).endswith((".yaml", ".yml")) or Path(source).is_file() or named is None:
         if not Path(source).is_file():
             raise ConfigError(f"{source}: {what} file not found")
         cfg = load_yaml(source, cls)
     else:
-        cfg = named(str(source))
-    return apply_overrides(cfg, list(overrides))
+        cfg = resolve_paths(named(str(source)), cwd)
+    return apply_overrides(cfg, list(overrides), relative_to=cwd)
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:
     """Write the resolved config (the exact replayable record of a run)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------- path resolution
+
+
+def resolve_paths(cfg: Any, base: str | Path) -> Any:
+    """A copy of ``cfg`` whose path fields (see :func:`path_field`), and the path values inside
+    its dotlist-override fields (:func:`overrides_field`), are absolute against ``base``.
+
+    Absolute values are only normalized; URLs (``scheme://``) and empty values stay as they are.
+    """
+    data = to_dict(cfg)
+    _resolve_section(type(cfg), data, Path(base).absolute())
+    return from_dict(type(cfg), data)
+
+
+def resolve_override(cls: type, item: str, base: Path) -> str:
+    """One dotlist override of ``cls`` (``key=value``) with its path value made absolute
+    against ``base``; anything else (other keys, unknown keys, bad syntax) is returned as is."""
+    dotted, sep, raw = item.partition("=")
+    target = _field_at(cls, dotted.strip().split(".")) if sep and raw else None
+    if target is None:
+        return item
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return item
+    resolved = _resolve_value(target, value, base)
+    return item if resolved == value else f"{dotted}={_flow(resolved)}"
+
+
+def _resolve_section(cls: type, data: dict, base: Path) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            if isinstance(data[f.name], dict):
+                _resolve_section(hints[f.name], data[f.name], base)
+        else:
+            data[f.name] = _resolve_value(f, data[f.name], base)
+
+
+def _resolve_value(f: dataclasses.Field, value: Any, base: Path) -> Any:
+    rule = f.metadata.get("path")
+    if rule is not None:
+        return _map_paths(value, rule, base)
+    target = f.metadata.get("overrides_of")
+    if target is not None and isinstance(value, list):
+        return [resolve_override(target(), item, base) if isinstance(item, str) else item
+                for item in value]
+    return value
+
+
+def _map_paths(value: Any, rule: PathRule, base: Path) -> Any:
+    if isinstance(value, str):
+        return rule(value, base) if value and "://" not in value else value
+    if isinstance(value, list):
+        return [_map_paths(v, rule, base) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_paths(v, rule, base) for k, v in value.items()}
+    return value
+
+
+def _field(cls: type, name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _field_at(cls: type, parts: list[str]) -> dataclasses.Field | None:
+    """The field a dotted key names in ``cls`` (None if there is none)."""
+    for depth, part in enumerate(parts):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        found = [f for f in dataclasses.fields(cls) if f.name == part]
+        if not found:
+            return None
+        if depth == len(parts) - 1:
+            return found[0]
+        cls = typing.get_type_hints(cls)[part]
+    return None
+
+
+def _flow(value: Any) -> str:
+    """``value`` as YAML flow text that parses back to it (for a rewritten override)."""
+    if isinstance(value, str):
+        try:
+            plain = yaml.safe_load(value) == value and not any(c in value for c in ",[]{}")
+        except yaml.YAMLError:
+            plain = False
+        return value if plain else json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_flow(k)}: {_flow(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)

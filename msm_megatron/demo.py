@@ -33,7 +33,7 @@ import json
 import os
 from pathlib import Path
 
-from msm_megatron.config import apply_overrides, load_yaml
+from msm_megatron.config import Config, apply_overrides, load_yaml, resolve_override
 from msm_megatron.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,17 +44,15 @@ LLM_ENV = ("MSM_DEMO_LLM_BASE_URL", "MSM_DEMO_LLM_MODEL")
 def demo_experiment(out_dir: Path, nproc: int = 1, overrides: list[str] | None = None,
                     llm_base_url: str | None = None, llm_model: str | None = None,
                     judge_base_url: str | None = None, judge_model: str | None = None):
-    """The toy experiment with the demo's choices applied (paths relative to the repo)."""
+    """The toy experiment with the demo's choices applied (its paths are relative to the
+    experiment file, ``out_dir`` to the current directory)."""
     from msm_megatron.pipeline.experiment import ExperimentConfig
 
     exp = load_yaml(EXPERIMENT, ExperimentConfig)
-    exp = apply_overrides(exp, [f"out_dir={out_dir}"])
-    for field in ("corpus", "sft_mix"):
-        setattr(exp, field, [str(REPO / p) for p in getattr(exp, field)])
-    exp.aft_chats = str(REPO / exp.aft_chats)
-    exp.specs = {k: str(REPO / v) for k, v in exp.specs.items()}
+    exp = apply_overrides(exp, [f"out_dir={out_dir}"], relative_to=Path.cwd())
     for stage in (exp.midtrain, exp.sft):
-        stage.overrides = [*stage.overrides, *(overrides or [])]
+        stage.overrides = [*stage.overrides, *(resolve_override(Config, o, Path.cwd())
+                                               for o in overrides or [])]
         stage.resources.tasks_per_node = nproc
     base_url = llm_base_url or os.environ.get(LLM_ENV[0])
     model = llm_model or os.environ.get(LLM_ENV[1]) or "default"
@@ -78,10 +76,10 @@ def demo_experiment(out_dir: Path, nproc: int = 1, overrides: list[str] | None =
 def run_demo(out_dir: Path, nproc: int = 1, overrides: list[str] | None = None,
              llm_base_url: str | None = None, llm_model: str | None = None,
              judge_base_url: str | None = None, judge_model: str | None = None) -> int:
+    from msm_megatron.pipeline.checks import preflight
     from msm_megatron.pipeline.local import run_local
-    from msm_megatron.pipeline.plan import build_plan
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()
     exp = demo_experiment(out_dir, nproc, overrides, llm_base_url, llm_model, judge_base_url,
                           judge_model)
     if exp.generation.enabled:
@@ -90,7 +88,7 @@ def run_demo(out_dir: Path, nproc: int = 1, overrides: list[str] | None = None,
     if "judge_mode=mechanical" in exp.eval.overrides:
         print("[demo] no judge endpoint: the eval scores the mechanical checks only "
               "(--judge-base-url for the classifier verdict)")
-    plan = build_plan(exp)
+    plan, _ = preflight(exp, "local", dry_run=False)
     plan_path = out_dir / "pipeline" / "plan.json"
     plan.save(plan_path)
     code = run_local(plan, plan_path, stream=True)

@@ -9,15 +9,16 @@ CP/DP groups. On CPU it also switches on the Megatron CPU adaptations first.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -86,23 +87,63 @@ def strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def relaunch_with_torchrun(nproc: int, argv: list[str], run_dir: str | Path) -> int:
-    """Re-run ``msm <argv>`` (``--nproc`` removed) under torchrun with ``nproc`` local ranks;
-    returns its exit code.
+def relaunch_local_ranks(nproc: int, argv: list[str]) -> int:
+    """Re-run ``msm <argv>`` (``--nproc`` removed) as ``nproc`` local ranks; returns the exit code.
 
-    torchrun turns any failing rank into exit 1, so a preemption stop (the ranks exit 75 after
-    saving) is recovered from the run's ``exit_status.json`` and passed on as 75.
+    Each rank gets torchrun's variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_*``).
+    The ranks run in a process group of their own, and a stop signal that reaches this launcher
+    (Ctrl-C in a terminal, ``kill -USR1``, a scheduler) is passed to that whole group exactly
+    once: the ranks finish the step, save and exit 75, which is returned. If a rank fails, the
+    others are stopped and its exit code is returned.
     """
-    from msm_megatron.run_files import REQUEUE_EXIT_CODE, read_exit_status
+    from msm_megatron._compat.checkpoint_writers import STOP_SIGNALS
 
-    started = time.time()
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-           f"--master-port={free_port()}", "-m", "msm_megatron.cli", *strip_nproc(argv)]
-    code = subprocess.call(cmd)
-    status = read_exit_status(run_dir)
-    if code != 0 and status and status["time"] >= started:
-        return REQUEUE_EXIT_CODE if status["exit_code"] == REQUEUE_EXIT_CODE else code
-    return code
+    env = {**os.environ, "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "GROUP_RANK": "0"}
+    cmd = [sys.executable, "-m", "msm_megatron.cli", *strip_nproc(argv)]
+    procs: list[subprocess.Popen] = []
+    for rank in range(nproc):
+        procs.append(subprocess.Popen(
+            cmd, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            process_group=procs[0].pid if procs else 0))
+    group = procs[0].pid
+
+    def forward(signum, frame) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    try:
+        return _wait_ranks(procs)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)  # nothing outlives the launcher
+
+
+def _wait_ranks(procs: list[subprocess.Popen], grace_s: float = 5.0) -> int:
+    """Wait for every rank; on the first failure (not 0, not 75) give the others ``grace_s`` to
+    end, then kill them. Returns 0, 75 when the ranks stopped to be resumed, or the failure."""
+    from msm_megatron.run_files import REQUEUE_EXIT_CODE
+
+    failed_at = None
+    while any(p.poll() is None for p in procs):
+        codes = [p.returncode for p in procs if p.returncode not in (None, 0, REQUEUE_EXIT_CODE)]
+        if codes and failed_at is None:
+            failed_at = time.monotonic()
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+        if failed_at is not None and time.monotonic() - failed_at > grace_s:
+            for p in procs:
+                p.kill()
+        time.sleep(0.1)
+    codes = [p.returncode for p in procs]
+    bad = [c for c in codes if c not in (0, REQUEUE_EXIT_CODE)]
+    if bad:
+        return bad[0] if bad[0] > 0 else 128 - bad[0]
+    return REQUEUE_EXIT_CODE if REQUEUE_EXIT_CODE in codes else 0
 
 
 def pick_backend(requested: str = "auto") -> str:

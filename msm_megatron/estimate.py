@@ -46,7 +46,7 @@ from msm_megatron.flops import (
     projection_shapes,
 )
 from msm_megatron.models.vocab import padded_vocab_size
-from msm_megatron.validate import derive_layout, microbatch_shape, validate
+from msm_megatron.validate import derive_layout, microbatch_shape, problems
 
 GIB = 1024**3
 H100_GIB = 80.0
@@ -297,8 +297,9 @@ def _verdict(cfg: Config, mem: dict, gpu_memory_gib: float) -> str:
     )
 
 
-def format_dry_run(cfg: Config, world_size: int, gpu_memory_gib: float = H100_GIB) -> str:
-    """Human-readable plan: layout, batch, duration, FLOPs, memory table and a verdict.
+def dry_run_report(cfg: Config, world_size: int, gpu_memory_gib: float = H100_GIB
+                   ) -> tuple[str, list[str]]:
+    """Human-readable plan: layout, batch, duration, FLOPs, memory table, checks and a verdict.
 
     Args:
         cfg: The resolved config.
@@ -306,20 +307,32 @@ def format_dry_run(cfg: Config, world_size: int, gpu_memory_gib: float = H100_GI
         gpu_memory_gib: Memory of one GPU (80 GiB H100 by default).
 
     Returns:
-        The report; a ``checks:`` line gives :func:`validate`'s verdict (assuming Transformer
-        Engine is available on the target) and the last line starts ``verdict: fits`` or
-        ``verdict: does not fit``.
-
-    Raises:
-        ConfigError: the layout itself is impossible (world or global batch not divisible).
+        (report, problems). ``problems`` are :func:`~msm_megatron.validate.problems`' (assuming
+        Transformer Engine on the target); the report lists them after ``checks: FAILED`` and
+        then gives no verdict, or says ``checks: ok`` and ends with ``verdict: fits`` or
+        ``verdict: does not fit``. A layout that cannot exist (world or global batch not
+        divisible) has no layout or memory lines.
     """
-    mem = estimate_memory(cfg, world_size)
-    num_microbatches = derive_layout(cfg, world_size)["num_microbatches"]
-    lines = _header_lines(cfg, world_size) + [""] + _memory_lines(cfg, mem, num_microbatches)
-    lines += ["", "activations assume flash attention (no s×s matrix); see msm_megatron.estimate"]
+    found = problems(cfg, world_size, te_available=True)
     try:
-        validate(cfg, world_size, te_available=True)
-        lines.append("checks: ok (assuming Transformer Engine on the target, as in NGC containers)")
-    except ConfigError as exc:
-        lines.append(f"checks: FAILED — {exc}")
-    return "\n".join(lines + [_verdict(cfg, mem, gpu_memory_gib)])
+        mem = estimate_memory(cfg, world_size)
+        num_microbatches = derive_layout(cfg, world_size)["num_microbatches"]
+        lines = _header_lines(cfg, world_size) + [""] + _memory_lines(cfg, mem, num_microbatches)
+        lines += ["", "activations assume flash attention (no s×s matrix); see "
+                  "msm_megatron.estimate"]
+    except (ConfigError, ArithmeticError):
+        if not found:
+            raise
+        lines = [f"{cfg.name}: no layout or memory estimate for world {world_size} (see the "
+                 "checks)"]
+    if found:
+        lines.append(f"checks: FAILED — {len(found)} problem(s):")
+        lines += [f"  - {problem}" for problem in found]
+        return "\n".join([*lines, "verdict: none until the checks pass"]), found
+    lines.append("checks: ok (assuming Transformer Engine on the target, as in NGC containers)")
+    return "\n".join([*lines, _verdict(cfg, mem, gpu_memory_gib)]), found
+
+
+def format_dry_run(cfg: Config, world_size: int, gpu_memory_gib: float = H100_GIB) -> str:
+    """The report of :func:`dry_run_report`."""
+    return dry_run_report(cfg, world_size, gpu_memory_gib)[0]

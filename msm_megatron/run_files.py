@@ -86,12 +86,14 @@ def write_chain_file(ckpt_root: Path, chain: dict) -> None:
 
 
 def write_exit_status(run_dir: str | Path, exit_code: int, stopped_by: str | None,
-                      iteration: int) -> None:
-    """Record how a run ended (rank 0), for launchers that lose the ranks' exit codes."""
+                      iteration: int, started_at: int = 0) -> None:
+    """Record how a run ended (rank 0): for launchers that lose the ranks' exit codes, and so a
+    requeued attempt can tell that the previous one made no progress (``started_at``)."""
     path = Path(run_dir) / EXIT_STATUS
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"exit_code": exit_code, "stopped_by": stopped_by,
-                               "iteration": iteration, "time": time.time()}))
+                               "iteration": iteration, "started_at": started_at,
+                               "time": time.time()}))
     os.replace(tmp, path)
 
 

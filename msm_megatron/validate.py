@@ -163,6 +163,11 @@ def _check_te_features(cfg: Config, world_size: int, te_available: bool) -> list
             f"data.seq_length={cfg.data.seq_length} must be a multiple of 2 × parallel.cp = "
             f"{2 * p.cp} (context parallel splits each sequence into 2·cp chunks)"
         )
+    if p.cp > 1:
+        errors.append(
+            f"parallel.cp={p.cp}: the trainer does not split sequences across context-parallel "
+            "ranks yet (it comes with the TE/THD attention path); set parallel.cp=1"
+        )
     return errors
 
 
@@ -200,6 +205,29 @@ def _check_training(cfg: Config, world_size: int) -> list[str]:
     if not 0.0 <= o.warmup_fraction < 1.0:
         errors.append(f"optim.warmup_fraction={o.warmup_fraction} must be in [0, 1)")
     return errors
+
+
+def parse_signals(names: list[str]) -> list:
+    """``["SIGTERM", "SIGUSR1"]`` → signals; a ``ConfigError`` naming every unknown one."""
+    import signal
+
+    sigs = {name: getattr(signal, str(name), None) for name in names}
+    bad = [name for name, sig in sigs.items() if not isinstance(sig, signal.Signals)]
+    if bad:
+        raise ConfigError(
+            f"checkpoint.exit_signals: {', '.join(map(repr, bad))} "
+            f"{'is not a signal' if len(bad) == 1 else 'are not signals'}; use names of the "
+            "signal module, e.g. SIGTERM, SIGUSR1, SIGUSR2, SIGINT, SIGHUP")
+    return list(sigs.values())
+
+
+def _check_exit_signals(cfg: Config, world_size: int) -> list[str]:
+    """Each of ``checkpoint.exit_signals`` must name a signal of this platform (``SIGTERM``)."""
+    try:
+        parse_signals(cfg.checkpoint.exit_signals)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
 
 
 def _check_switches(cfg: Config, world_size: int) -> list[str]:
@@ -249,13 +277,33 @@ def _check_lora(cfg: Config, world_size: int, te_available: bool) -> list[str]:
     return errors
 
 
+def problems(cfg: Config, world_size: int, te_available: bool) -> list[str]:
+    """Every problem :func:`validate` would raise for, one message each (empty: none)."""
+    checks: list[Callable[[Config, int], list[str]]] = [
+        _check_world,
+        _check_heads,
+        _check_pipeline,
+        _check_batch,
+        _check_interleaved,
+        _check_training,
+        _check_exit_signals,
+        _check_switches,
+    ]
+    errors = [msg for check in checks for msg in check(cfg, world_size)]
+    errors += _check_precision(cfg, world_size, te_available)
+    errors += _check_te_features(cfg, world_size, te_available)
+    errors += _check_lora(cfg, world_size, te_available)
+    return errors
+
+
 def validate(cfg: Config, world_size: int, te_available: bool) -> None:
     """Check ``cfg`` for a launch on ``world_size`` ranks; raise on any problem.
 
     Checks: the tp·pp·cp factorization of the world, head / KV-head / layer divisibility, the
     virtual pipeline, global batch vs micro batch × dp, FP8 and its Transformer Engine
-    requirement, sequence and context parallel prerequisites, the training duration, sequence
-    length vs ``max_position_embeddings`` and the overlap options. Tied embeddings with pp > 1 are
+    requirement, sequence parallel prerequisites, context parallel (not supported by the
+    trainer yet), the training duration, sequence length vs ``max_position_embeddings``, the
+    overlap options and the names in ``checkpoint.exit_signals``. Tied embeddings with pp > 1 are
     allowed (Megatron keeps a synchronized copy on the last stage). ``parallel.world_size`` is a
     planning default (for ``--dry-run``), not checked against ``world_size``: a larger launch just
     raises dp.
@@ -268,19 +316,7 @@ def validate(cfg: Config, world_size: int, te_available: bool) -> None:
     Raises:
         ConfigError: listing every problem found, one per line.
     """
-    checks: list[Callable[[Config, int], list[str]]] = [
-        _check_world,
-        _check_heads,
-        _check_pipeline,
-        _check_batch,
-        _check_interleaved,
-        _check_training,
-        _check_switches,
-    ]
-    errors = [msg for check in checks for msg in check(cfg, world_size)]
-    errors += _check_precision(cfg, world_size, te_available)
-    errors += _check_te_features(cfg, world_size, te_available)
-    errors += _check_lora(cfg, world_size, te_available)
+    errors = problems(cfg, world_size, te_available)
     if len(errors) == 1:
         raise ConfigError(f"config '{cfg.name}': {errors[0]}")
     if errors:

@@ -49,9 +49,9 @@ def cmd_export(args, argv) -> int:
 def cmd_verify(args, argv) -> int:
     nproc = args.tp * args.pp
     if nproc > 1 and "RANK" not in os.environ:
-        from msm_megatron.distributed import relaunch_with_torchrun
+        from msm_megatron.distributed import relaunch_local_ranks
 
-        return relaunch_with_torchrun(nproc, argv, Path(args.checkpoint))
+        return relaunch_local_ranks(nproc, argv)
     from msm_megatron.convert.verify import format_report, verify
 
     report = verify(args.hf_dir, args.checkpoint, num_tokens=args.tokens, prompt=args.prompt,

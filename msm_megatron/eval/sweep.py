@@ -23,11 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from msm_megatron.config import ConfigError
+from msm_megatron.config import (
+    ConfigError,
+    as_path,
+    model_ref,
+    named_entry,
+    path_field,
+)
 from msm_megatron.eval.report import data_efficiency, summarize, write_report
 from msm_megatron.llm.config import BackendConfig
 
 TASKS = ("agentic_misalignment", "value_generalization", "reasoning_traces")
+VALUE_PROBES = str(Path(__file__).resolve().parents[2] / "examples" / "eval" / "value_probes.jsonl")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -45,8 +52,9 @@ class ScenariosConfig:
     clone needed) or ``official`` (rendered at run time from the user's clones; docs/eval.md)."""
 
     source: Literal["builtin", "official"] = "builtin"
-    agentic_misalignment_repo: str | None = None  # clone of anthropic-experimental/...
-    msm_repo: str | None = None  # clone of the MSM authors' repository (exfiltration)
+    # clone of anthropic-experimental/agentic-misalignment
+    agentic_misalignment_repo: str | None = path_field(default=None)
+    msm_repo: str | None = path_field(default=None)  # clone of the MSM authors' repository
 
 
 def scenario_source(cfg: ScenariosConfig):
@@ -101,10 +109,11 @@ class RunnerSettings:
 class EvalSweepConfig:
     """A sweep: arms (HF exports or LoRA adapters) × tasks × the agentic-misalignment preset."""
 
-    out_dir: str = "runs/eval"
-    arms: list[str] = field(default_factory=list)  # "name=path/to/hf_export_or_adapter"
+    out_dir: str = path_field(default="runs/eval")
+    # "name=path/to/hf_export_or_adapter" (or name=org/model, a hub id)
+    arms: list[str] = path_field(named_entry(model_ref), default_factory=list)
     tasks: list[str] = field(default_factory=lambda: ["agentic_misalignment"])
-    value_probes: str = "examples/eval/value_probes.jsonl"  # for task value_generalization
+    value_probes: str = path_field(default=VALUE_PROBES)  # for task value_generalization
     assistant_name: str = "Qwen"
     preset: Literal["quick", "paper", "full"] = "quick"
     samples: int | None = None  # default: the preset's
@@ -118,7 +127,8 @@ class EvalSweepConfig:
     tensor_parallel_size: int = 1  # vllm
     max_model_len: int | None = None  # vllm: default the model's
     gpu_memory_utilization: float = 0.9  # vllm
-    lora_base_model: str | None = None  # vllm: base of adapter arms (default: adapter_config's)
+    # vllm: base of adapter arms (default: adapter_config's); a directory or a hub id
+    lora_base_model: str | None = path_field(model_ref, default=None)
     dtype: str = "auto"  # vllm: auto = the checkpoint's (bfloat16 on CPU)
     enforce_eager: bool = False  # vllm: skip graph capture (faster start, slower decode)
     batch_samples: int = 4096  # samples per runner call (written to disk after each call)
@@ -134,7 +144,7 @@ class EvalSweepConfig:
     # capability retention: lm-evaluation-harness tasks run on each arm's export (if installed)
     lm_eval_tasks: list[str] = field(default_factory=list)
     lm_eval_limit: int | None = None  # examples per task (smoke runs)
-    lm_eval_include: str | None = None  # a folder of extra task YAMLs
+    lm_eval_include: str | None = path_field(as_path, default=None)  # extra task YAMLs
 
     def runner_settings(self) -> RunnerSettings:
         """The runner group of the flat keys above."""

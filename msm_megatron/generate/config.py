@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from msm_megatron.config import path_field
 from msm_megatron.llm.config import BackendConfig
 
 
@@ -43,7 +44,7 @@ class DocsGenConfig:
     """A ``msm generate docs`` run."""
 
     name: str = "msm_docs"
-    out_dir: str = "gen/msm_docs"
+    out_dir: str = path_field(default="gen/msm_docs")
     backend: BackendConfig = field(default_factory=BackendConfig)
     docs: DocsConfig = field(default_factory=DocsConfig)
 
@@ -70,7 +71,7 @@ class ChatsGenConfig:
     """A ``msm generate chats`` run."""
 
     name: str = "msm_chats"
-    out_dir: str = "gen/msm_chats"
+    out_dir: str = path_field(default="gen/msm_chats")
     backend: BackendConfig = field(default_factory=BackendConfig)
     chats: ChatsConfig = field(default_factory=ChatsConfig)
 
@@ -81,7 +82,7 @@ class VariantsGenConfig:
     spec; the rule-augmented one length-matched to the value-augmented one)."""
 
     name: str = "spec_variants"
-    out_dir: str = "gen/spec_variants"
+    out_dir: str = path_field(default="gen/spec_variants")
     backend: BackendConfig = field(default_factory=BackendConfig)
     length_tolerance: float = 0.25
     content_attempts: int = 4

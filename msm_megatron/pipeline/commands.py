@@ -3,9 +3,16 @@
 Examples::
 
     msm pipeline examples/pipeline/toy.yaml --dry-run           # the plan: stages, jobs, tokens
+    msm pipeline exp.yaml --executor slurm --dry-run            # ... and every sbatch line
     msm pipeline examples/pipeline/toy.yaml                     # run locally, one job at a time
     msm pipeline exp.yaml seeds=[0,1] --parallel 2              # overrides; two jobs at once
     msm pipeline exp.yaml --executor slurm slurm.cluster=mycluster --wait
+    msm pipeline exp.yaml --status                              # where every stage stands
+
+Paths in the experiment file are relative to its directory, paths in overrides typed here
+relative to the current directory. Before anything runs or is submitted (and in a dry run),
+every input, clone and cluster file and every training stage's config are checked
+(:mod:`msm_megatron.pipeline.checks`); all problems are listed at once.
 
 A rerun skips every stage whose completion marker matches its hash and redoes only what
 changed (and what depends on it). ``msm pipeline-stage <plan.json> <stage>`` is what each job
@@ -21,27 +28,36 @@ from msm_megatron.pipeline.experiment import ExperimentConfig
 
 
 def cmd_pipeline(args, argv: list[str]) -> int:
-    from msm_megatron.pipeline.plan import build_plan
+    import sys
+
+    from msm_megatron.pipeline.checks import preflight
 
     exp = load_config(ExperimentConfig, args.experiment, args.overrides, what="experiment")
-    plan = build_plan(exp)
-    plan_path = Path(exp.out_dir) / "pipeline" / "plan.json"
+    if args.status:  # where each stage stands (markers, the Slurm ledger, scontrol)
+        from msm_megatron.pipeline.plan import build_plan
+        from msm_megatron.pipeline.status import print_status
+
+        return print_status(build_plan(exp))
+    # every input, clone, cluster file and training config checked: all problems, or none
+    plan, warnings = preflight(exp, args.executor, dry_run=args.dry_run)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    plan_path = Path(plan.out_dir) / "pipeline" / "plan.json"  # absolute, as every plan path
     if args.dry_run:
         print(format_plan(plan, args.executor))
+        if args.executor == "slurm":  # what would be submitted, as sbatch lines
+            from msm_megatron.pipeline.slurm import dry_run_script
+
+            print("\n" + dry_run_script(plan, plan_path, exp.slurm))
         return 0
     plan.save(plan_path)
     if args.executor == "local":
         from msm_megatron.pipeline.local import run_local
 
         return run_local(plan, plan_path, parallel=args.parallel)
-    from msm_megatron.pipeline.slurm import SlurmExecutor
+    from msm_megatron.pipeline.slurm import run_slurm
 
-    executor = SlurmExecutor(plan, plan_path, exp.slurm)
-    submitted = executor.submit()
-    if not submitted:
-        print("[pipeline] nothing to submit: every stage is done")
-        return 0
-    return executor.wait() if args.wait else 0
+    return run_slurm(plan, plan_path, exp.slurm, wait=args.wait)
 
 
 def stage_command(run_argv):
@@ -150,7 +166,10 @@ def add_parser(sub, run_argv) -> None:
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
     p.add_argument("--parallel", type=int, default=1, help="local: jobs at once (1)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
-    p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, report")
+    p.add_argument("--wait", action="store_true", help="slurm: wait for every job of the "
+                   "plan (earlier submissions' too), report; exit 1 when a stage failed")
+    p.add_argument("--status", action="store_true", help="one row per stage: state, job, "
+                   "nodes, elapsed, last log line (from the markers and Slurm); submits nothing")
     p.set_defaults(func=cmd_pipeline)
     p = sub.add_parser("pipeline-stage", help="run one stage of a plan (what pipeline jobs run)")
     p.add_argument("plan", help="<out_dir>/pipeline/plan.json")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from msm_megatron.pipeline.markers import cell_done, is_done
 from msm_megatron.pipeline.plan import Plan, slug
+from msm_megatron.run_files import REQUEUE_EXIT_CODE
 
 
 @dataclass
@@ -49,40 +50,88 @@ def run_local(plan: Plan, plan_path: Path, parallel: int = 1, echo: bool = True,
     jobs = _jobs(plan)
     skipped = len(plan.stages) - len({j.stage for j in jobs})
     print(f"[pipeline] {len(jobs)} job(s) to run, {skipped} stage(s) done already", flush=True)
-    pending = list(jobs)
-    running: dict[subprocess.Popen, tuple[Job, float]] = {}
-    unfinished = {j.stage for j in jobs}  # stages with a job not yet succeeded
-    failed: set[str] = set()
-    remaining = {s: sum(j.stage == s for j in jobs) for s in unfinished}
-    while pending or running:
-        for job in list(pending):
-            deps = plan.stages[job.stage].deps
-            if any(d in failed for d in deps):
-                pending.remove(job)
-                failed.add(job.stage)
-                print(f"[pipeline] {job.label}: blocked (a dependency failed)", flush=True)
-            elif len(running) < parallel and not any(d in unfinished for d in deps):
-                pending.remove(job)
-                running[_start(job, plan_path, echo, stream)] = (job, time.monotonic())
-        for proc in [p for p in running if p.poll() is not None]:
-            job, started = running.pop(proc)
-            took = time.monotonic() - started
-            if proc.returncode == 0:
-                print(f"[pipeline] {job.label}: done in {took:.0f} s", flush=True)
-                remaining[job.stage] -= 1
-                if remaining[job.stage] == 0:
-                    unfinished.discard(job.stage)
-            else:
-                failed.add(job.stage)
-                print(f"[pipeline] {job.label}: FAILED (exit {proc.returncode}) after "
-                      f"{took:.0f} s; log: {job.log}", file=sys.stderr, flush=True)
-        time.sleep(0.2)
+    try:
+        failed = _run_jobs(plan, plan_path, jobs, parallel, echo, stream)
+    except KeyboardInterrupt:
+        return _interrupted()
     if failed:
         print(f"[pipeline] failed or blocked: {', '.join(sorted(failed))}; completed stages "
               "are kept: fix the cause and rerun the same command", file=sys.stderr)
         return 1
     print(f"[pipeline] all stages done: {plan.out_dir}", flush=True)
     return 0
+
+
+def _run_jobs(plan: Plan, plan_path: Path, jobs: list[Job], parallel: int, echo: bool,
+              stream: bool) -> set[str]:
+    """Start each job once its dependencies are done; returns the stages that failed or were
+    blocked by a failure. On Ctrl-C (which the jobs got too) it waits for the running jobs to
+    end — training saves first — unless Ctrl-C comes again."""
+    runner = _Runner(plan, plan_path, jobs, parallel, echo, stream)
+    try:
+        while runner.pending or runner.running:
+            runner.start_ready()
+            runner.collect_ended()
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        try:
+            for proc in runner.running:
+                proc.wait()
+        except KeyboardInterrupt:
+            pass
+        raise
+    return runner.failed
+
+
+class _Runner:
+    """The local executor's bookkeeping: what waits, what runs, what failed."""
+
+    def __init__(self, plan: Plan, plan_path: Path, jobs: list[Job], parallel: int, echo: bool,
+                 stream: bool):
+        self.plan, self.plan_path, self.parallel = plan, plan_path, parallel
+        self.echo, self.stream = echo, stream
+        self.pending = list(jobs)
+        self.running: dict[subprocess.Popen, tuple[Job, float]] = {}
+        self.unfinished = {j.stage for j in jobs}  # stages with a job not yet succeeded
+        self.failed: set[str] = set()
+        self.remaining = {s: sum(j.stage == s for j in jobs) for s in self.unfinished}
+
+    def start_ready(self) -> None:
+        for job in list(self.pending):
+            deps = self.plan.stages[job.stage].deps
+            if any(d in self.failed for d in deps):
+                self.pending.remove(job)
+                self.failed.add(job.stage)
+                print(f"[pipeline] {job.label}: blocked (a dependency failed)", flush=True)
+            elif len(self.running) < self.parallel and not any(d in self.unfinished
+                                                                for d in deps):
+                self.pending.remove(job)
+                proc = _start(job, self.plan_path, self.echo, self.stream)
+                self.running[proc] = (job, time.monotonic())
+
+    def collect_ended(self) -> None:
+        for proc in [p for p in self.running if p.poll() is not None]:
+            job, started = self.running.pop(proc)
+            took = time.monotonic() - started
+            if proc.returncode == 0:
+                print(f"[pipeline] {job.label}: done in {took:.0f} s", flush=True)
+                self.remaining[job.stage] -= 1
+                if self.remaining[job.stage] == 0:
+                    self.unfinished.discard(job.stage)
+                continue
+            self.failed.add(job.stage)
+            what = ("stopped to be resumed" if proc.returncode == REQUEUE_EXIT_CODE
+                    else "FAILED")
+            print(f"[pipeline] {job.label}: {what} (exit {proc.returncode}) after "
+                  f"{took:.0f} s; log: {job.log}", file=sys.stderr, flush=True)
+
+
+def _interrupted() -> int:
+    """Ctrl-C reached every job too: training jobs finish their step, save and exit 75."""
+    print("\n[pipeline] interrupted: the running jobs got the signal too (training saves a "
+          "checkpoint first); rerun the same command to go on from there", file=sys.stderr,
+          flush=True)
+    return 130
 
 
 def _start(job: Job, plan_path: Path, echo: bool, stream: bool) -> subprocess.Popen:

@@ -15,7 +15,9 @@ Stages (per spec variant ``v``, CoT setting ``c``, AFT size ``n``, seed ``s``)::
     export[*] → eval (array: one task per arm) → report
 
 Training configs and the eval sweep file are resolved here — on the login node, no GPU
-needed — and written under ``<out_dir>/configs/``; jobs run exactly those files.
+needed — and written under ``<out_dir>/configs/``; jobs run exactly those files. Every path in
+the plan is absolute (the experiment's were resolved when it was loaded), and no stage name
+depends on whether an input exists yet. :mod:`msm_megatron.pipeline.checks` checks the plan.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from msm_megatron.config import ConfigError, apply_overrides, save_yaml
+from msm_megatron.config import ConfigError, apply_overrides, resolve_paths, save_yaml
 from msm_megatron.pipeline.experiment import ExperimentConfig, Resources
 
 FILE_DIGEST_LIMIT = 256 * 2**20  # bigger inputs are identified by size and mtime
@@ -109,7 +111,8 @@ class _Builder:
                    "inputs": {str(p): file_digest(p) for p in inputs},
                    "deps": {d: self.stages[d].hash for d in deps}}
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-        stage = Stage(name, kind, list(deps), params, asdict(resources or Resources()), digest,
+        res = asdict(resources or self.exp.cpu_stages.resources)  # none given: a CPU stage
+        stage = Stage(name, kind, list(deps), params, res, digest,
                       str(self.out / kind / f"{slug(name)}-{digest[:10]}"))
         self.stages[name] = stage
         return stage
@@ -122,7 +125,14 @@ class _Builder:
 
 
 def build_plan(exp: ExperimentConfig) -> Plan:
-    """Expand ``exp`` into stages (writing the resolved configs they run)."""
+    """Expand ``exp`` into stages (writing the resolved configs they run).
+
+    Inputs that do not exist yet are planned all the same (their stages' hashes cover what
+    exists); :func:`msm_megatron.pipeline.checks.preflight` refuses them before a run.
+    Relative paths left in ``exp`` (one built in code, not loaded) are taken from the current
+    directory.
+    """
+    exp = resolve_paths(exp, Path.cwd())
     _check(exp)
     b = _Builder(exp)
     tok, base_load, base_deps = _base(b, exp)
@@ -178,15 +188,16 @@ def _check(exp: ExperimentConfig) -> None:
 
 
 def _size_labels(exp: ExperimentConfig, chats: str) -> dict[int, str]:
-    """Each AFT size's name in stage and arm names: ``n20``; all chats (size 0) by their count,
-    ``n40``, when the chats are an input, and ``nall`` when a stage generates them (their count
-    is not known yet, and a name must not change once they exist)."""
+    """Each AFT size's name in stage and arm names: ``n20``, and ``nall`` for all the chats
+    (size 0) — never their count, which the name would then depend on (a file that does not
+    exist yet, or is edited later); the eval's curve gets the count as ``aft_examples``."""
+    if len(set(exp.aft_sizes)) < len(exp.aft_sizes):
+        raise ConfigError(f"aft_sizes={exp.aft_sizes}: list each size once")
     total = 0 if exp.generation.enabled else _count_lines(chats)
-    labels = {size: f"n{size or total}" if size or total else "nall" for size in exp.aft_sizes}
-    if len(set(labels.values())) < len(labels):
+    if total and {0, total} <= set(exp.aft_sizes):
         raise ConfigError(f"aft_sizes={exp.aft_sizes}: 0 means all {total} chats of {chats}, "
-                          f"which another size already names; list it once")
-    return labels
+                          f"which size {total} already names; list it once")
+    return {size: f"n{size}" if size else "nall" for size in exp.aft_sizes}
 
 
 def _existing(paths: list[str]) -> list[str]:
@@ -232,12 +243,10 @@ def _base(b: _Builder, exp: ExperimentConfig) -> tuple[str, list[str], list[str]
     if exp.base_model == "toy":
         tok = b.add("tokenizer", "tokenizer", [], {"template": "qwen3", "vocab_size": 2000})
         return tok.out, [], [tok.name]
-    base = Path(exp.base_model)
-    if not (base / "config.json").is_file():
-        raise ConfigError(f"base_model={exp.base_model}: not an HF model directory (no "
-                          "config.json); use 'toy' for the CPU toy model")
+    base = Path(exp.base_model)  # checks.base_model_problem says when it is not there yet
+    config = base / "config.json"
     conv = b.add("convert_base", "convert_base", [], {"base": str(base)},
-                 inputs=[str(base / "config.json")])
+                 inputs=[str(config)] if config.is_file() else [])
     conv.argv = ["convert", "hf-to-megatron", str(base), conv.out, "--quiet"]
     return str(base), [f"checkpoint.load={conv.out}"], [conv.name]
 
@@ -248,15 +257,16 @@ def _sources(b: _Builder, exp: ExperimentConfig, variant: str, spec: str
     if not exp.generation.enabled:
         return list(exp.corpus), exp.aft_chats, []
     backend = _dotlist("backend", asdict(exp.generation.backend))
+    inputs = [spec] if Path(spec).is_file() else []  # checks.input_problems names a missing one
     docs = b.add(f"generate_docs/{variant}", "generate_docs", [],
                  {"backend": backend, "overrides": exp.generation.docs},
-                 exp.generation.resources, inputs=[spec])
+                 exp.generation.resources, inputs=inputs)
     docs.argv = ["generate", "docs", spec, f"out_dir={docs.out}", *backend,
                  *exp.generation.docs, "--quiet"]
     docs.spec = spec
     chats = b.add(f"generate_chats/{variant}", "generate_chats", [],
                   {"backend": backend, "overrides": exp.generation.chats},
-                  exp.generation.resources, inputs=[spec])
+                  exp.generation.resources, inputs=inputs)
     chats.argv = ["generate", "chats", spec, f"out_dir={chats.out}", *backend,
                   *exp.generation.chats, "--quiet"]
     chats.spec = spec
@@ -304,7 +314,7 @@ def _eval(b: _Builder, exp: ExperimentConfig, arms: dict) -> None:
     ev.cells = {entry.partition("=")[0]: ["eval", "--config", path, f"arms=[{entry}]",
                                           "aft_examples={}", "series={}", "--quiet"]
                 for entry in sweep.arms}
-    report = b.add("report", "report", [ev.name], {}, Resources(time="01:00:00"))
+    report = b.add("report", "report", [ev.name], {})  # a CPU stage: loads no model
     report.out = ev.out  # the report is written into the sweep's directory
     report.config = path
     report.argv = ["eval", "--config", path, "--quiet"]

@@ -73,7 +73,7 @@ def qwen3_toy_sft() -> Config:
     return Config(
         name="qwen3_toy_sft",
         model=model_config_from_hf(QWEN3_TOY),
-        data=DataConfig(prepared=[f"{DEMO}/prepare_sft-default-no_cot-n40/chats"], seq_length=512,
+        data=DataConfig(prepared=[f"{DEMO}/prepare_sft-default-no_cot-nall/chats"], seq_length=512,
                         mode="packed"),
         optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_fraction=0.1, weight_decay=0.0),
         train=TrainConfig(micro_batch_size=1, global_batch_size=8, steps=40, precision="fp32",

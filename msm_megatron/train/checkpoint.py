@@ -33,8 +33,12 @@ from msm_megatron.run_files import RUN_META as META
 
 
 def _maybe_fault(point: str, iteration: int) -> None:
-    """Crash tests (tests/distributed/test_resume.py): see :mod:`msm_megatron.faults`."""
-    faults.kill_at(faults.TRAIN, f"{point}:{iteration}")
+    """Crash and signal tests (tests/distributed/test_resume.py, test_stop_signals.py): see
+    :mod:`msm_megatron.faults`."""
+    rank = dist.get_rank()
+    faults.kill_at(faults.TRAIN, f"{point}:{iteration}", rank)
+    if rank == 0:
+        faults.hold_at(f"{point}:{iteration}")
 
 
 @dataclass
@@ -160,6 +164,9 @@ def save(cfg: Config, chunks, optimizer, scheduler, state: TrainState, root: Pat
     """
     from megatron.core import dist_checkpointing
 
+    from msm_megatron._compat.checkpoint_writers import ensure_results_queue, shielded
+
+    ensure_results_queue()  # its helper process, shielded from stop signals
     path = iter_dir(root, state.iteration)
     if dist.get_rank() == 0:
         if path.exists():  # leftover of an interrupted save of this same iteration
@@ -177,7 +184,9 @@ def save(cfg: Config, chunks, optimizer, scheduler, state: TrainState, root: Pat
             _maybe_fault("after_save", snapshot.iteration)
 
         request.add_finalize_fn(finalize)
-        async_saves.schedule(request)
+        with shielded():  # the writer process forked here inherits the blocked stop signals
+            async_saves.schedule(request)
+        _maybe_fault("async_save", state.iteration)
         return path
     dist_checkpointing.save(sd, str(path))
     _maybe_fault("during_save", state.iteration)

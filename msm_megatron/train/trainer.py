@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from msm_megatron import faults
 from msm_megatron._compat.te import te_available
 from msm_megatron.config import Config, ConfigError, save_yaml
 from msm_megatron.distributed import init_distributed, read_launch_env
@@ -24,7 +25,13 @@ from msm_megatron.flops import lora_flops_per_token, model_flops_per_token
 from msm_megatron.models.build import build_model_chunks
 from msm_megatron.models.lm_head import chunked_loss_processor
 from msm_megatron.models.weights import load_model_weights
-from msm_megatron.run_files import REQUEUE_EXIT_CODE, read_chain, write_exit_status
+from msm_megatron.run_files import (
+    EXIT_STATUS,
+    REQUEUE_EXIT_CODE,
+    read_chain,
+    read_exit_status,
+    write_exit_status,
+)
 from msm_megatron.train import checkpoint as ckpt
 from msm_megatron.train import lora_state
 from msm_megatron.train.metrics import MetricsLogger
@@ -105,7 +112,7 @@ def _reduce_loss(losses: list[dict]) -> float:
 class Trainer:
     """Builds everything for a :class:`Config` and runs the loop."""
 
-    def __init__(self, cfg: Config, dataset=None):
+    def __init__(self, cfg: Config, dataset=None, signals: PreemptionHandler | None = None):
         """Validate, build process groups, model, optimizer; restore from a checkpoint.
 
         Args:
@@ -113,14 +120,12 @@ class Trainer:
             dataset: an object with ``batch(sample_indices) -> dict of tensors`` (tokens,
                 labels, loss_mask; optionally position_ids and cu_seqlens for packed rows) to
                 use instead of the one ``data`` describes (tests).
+            signals: the stop-signal handler, installed by the caller as early as it can (``msm
+                train`` does before anything slow); by default one is installed by ``fit``.
         """
+        self.signals = signals
         launch = read_launch_env()
         validate(cfg, launch.world_size, te_available())  # before any process group exists
-        if cfg.parallel.cp > 1:
-            raise ConfigError(
-                f"parallel.cp={cfg.parallel.cp}: the trainer does not split sequences across "
-                "context-parallel ranks yet (it comes with the TE/THD attention path); set "
-                "parallel.cp=1. --dry-run still plans cp layouts.")
         from msm_megatron.data.datasets import build_dataset, epoch_samples
 
         # bad data fails here, before any process group exists
@@ -140,9 +145,25 @@ class Trainer:
         _install_schedule_hooks(cfg, self.chunks, self.optimizer)
         self.notes: list[str] = []
         self.state = self._restore()
+        self._started_at = self.state.iteration
+        self._refuse_requeue_loop()
         # Iteration of this run's newest checkpoint (scheduled or complete); None until one exists.
         self._last_saved = self.state.iteration if self._resumed else None
         self.async_saves = ckpt.AsyncSaves() if cfg.checkpoint.async_save else None
+
+    def _refuse_requeue_loop(self) -> None:
+        """A run stopped for a requeue must have saved progress: if the previous attempt started
+        at this same step and was stopped without a newer checkpoint, a requeue would loop."""
+        last = read_exit_status(self.run_dir)
+        if (last and last.get("exit_code") == REQUEUE_EXIT_CODE
+                and last.get("started_at") == self.state.iteration):
+            raise ConfigError(
+                f"{self.run_dir}: the previous attempt also started at step {self.state.iteration}"
+                f" and was stopped ({last.get('stopped_by')}, at step {last.get('iteration')}) "
+                "without saving a newer checkpoint, so requeueing would repeat it forever. Check "
+                "checkpoint.save_on_exit (must be true for requeued jobs) and that the job has "
+                f"time to save before it is killed; then delete {self.run_dir / EXIT_STATUS} "
+                "and rerun.")
 
     def _restore(self) -> ckpt.TrainState:
         latest = ckpt.latest_iteration(self.ckpt_root)
@@ -204,7 +225,7 @@ class Trainer:
         logger = MetricsLogger(cfg, self.run_dir, self.total_steps, state.iteration,
                                _flops_per_token(cfg),
                                dist.get_world_size(), enabled=rank0)
-        signals = PreemptionHandler(cfg.checkpoint.exit_signals)
+        signals = self.signals or PreemptionHandler(cfg.checkpoint.exit_signals)
         logger.message(self._banner())
         for note in self.notes:
             logger.message(note)
@@ -219,12 +240,14 @@ class Trainer:
                                      state.consumed_tokens)
                 if record is not None:
                     result.records.append(record)
+                if rank0:
+                    faults.hold_at(f"step:{state.iteration}")
                 if self.async_saves is not None:
                     self.async_saves.poll()
                 interval = cfg.checkpoint.save_interval
                 if interval and state.iteration % interval == 0:
                     self._save(logger)
-                if signals.should_stop():
+                if state.iteration < self.total_steps and signals.should_stop():
                     result.stopped_by = signals.received or "signal on another rank"
                     if cfg.checkpoint.save_on_exit and self._last_saved != state.iteration:
                         self._save(logger)
@@ -238,11 +261,13 @@ class Trainer:
             if self.async_saves is not None:
                 self.async_saves.wait()
         finally:
-            signals.close()
+            if signals is not self.signals:
+                signals.close()
             logger.close()
         result.state = state
         if rank0:
-            write_exit_status(self.run_dir, result.exit_code, result.stopped_by, state.iteration)
+            write_exit_status(self.run_dir, result.exit_code, result.stopped_by, state.iteration,
+                              started_at=self._started_at)
         return result
 
     def _banner(self) -> str:

@@ -1,5 +1,5 @@
-"""Resume equals an uninterrupted run: after SIGKILL, after a kill *during* a save, after a
-preemption signal, and at a different TP/PP layout.
+"""Resume equals an uninterrupted run: after SIGKILL, after a kill *during* a save, and at a
+different TP/PP layout (stop signals: test_stop_signals.py).
 
 An uninterrupted 6-step run (checkpoint every 2 steps) is the reference. Resumed trajectories
 must match it bit-exactly on CPU fp32 at the same layout and to ≤ 1e-6 at another layout.
@@ -8,24 +8,14 @@ must match it bit-exactly on CPU fp32 at the same layout and to ≤ 1e-6 at anot
 from __future__ import annotations
 
 import json
-import signal
-import time
 
 import pytest
 
-from tests.helpers.launch import finish, metrics, start, train
+from tests.helpers.launch import metrics, train
 
 pytestmark = pytest.mark.distributed
 
 RUN = ["train.steps=6", "checkpoint.save_interval=2"]
-
-
-def logged_steps(run_dir) -> list[int]:
-    """Steps logged so far by a live run (a line still being written is ignored)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(x)["step"] for x in path.read_text().splitlines() if x.endswith("}")]
 
 
 def ckpt_state(run_dir):
@@ -112,31 +102,6 @@ def test_distributed_optimizer_resume_exact_and_flag_mismatch_refused(toy_config
     assert code != 0 and "parallel.distributed_optimizer=true" in log.read_text()
     train(toy_config, [f"train.run_dir={run}", *dist_opt, "parallel.tp=2"], 2, tmp_path / "c.log")
     assert_same(metrics(run), metrics(ref_dir), [5, 6], tol=1e-6)
-
-
-def test_preemption_signal_saves_and_exits_for_requeue(toy_config, tmp_path):
-    """SIGUSR1 (Slurm --signal) mid-run → checkpoint at that step, exit 75; rerun resumes there."""
-    run = tmp_path / "run"
-    long_run = [f"train.run_dir={run}", "train.steps=100000", "checkpoint.save_interval=null"]
-    proc = start(toy_config, long_run, 0, tmp_path / "a.log")
-    deadline = time.time() + 120
-    while time.time() < deadline and len(logged_steps(run)) < 3:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGUSR1)
-    code = finish(proc, timeout=120)
-    assert code == 75, (tmp_path / "a.log").read_text()[-3000:]
-    stopped_at = max(metrics(run))
-    assert ckpt_state(run)[0] == stopped_at
-    assert "stopped by SIGUSR1" in (tmp_path / "a.log").read_text()
-    # The rerun continues from the next step; stop it the same way after its first step.
-    proc = start(toy_config, long_run, 0, tmp_path / "b.log")
-    deadline = time.time() + 120
-    while time.time() < deadline and max(logged_steps(run)) <= stopped_at:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    assert finish(proc, timeout=120) == 75
-    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps[stopped_at] == stopped_at + 1
 
 
 def test_resume_with_longer_schedule_follows_new_config(toy_config, tmp_path):

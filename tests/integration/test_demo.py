@@ -21,8 +21,8 @@ def test_demo_runs_the_pipeline_and_reports_without_a_judge(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     latest = out / "latest"
     arms = sorted(p.name for p in latest.glob("export-*"))
-    assert arms == ["export-base-default-no_cot-n20-s0", "export-base-default-no_cot-n40-s0",
-                    "export-msm-default-no_cot-n20-s0", "export-msm-default-no_cot-n40-s0"]
+    assert arms == ["export-base-default-no_cot-n20-s0", "export-base-default-no_cot-nall-s0",
+                    "export-msm-default-no_cot-n20-s0", "export-msm-default-no_cot-nall-s0"]
     for arm in arms:
         assert json.loads((latest / arm / "config.json").read_text())["model_type"] == "qwen3"
         assert (latest / arm / "tokenizer.json").exists()

@@ -1,10 +1,14 @@
 """``msm pipeline`` with the local executor: a failed stage blocks only its dependents and names
-its log; the rerun after the fix runs only what is not done; then a rerun runs nothing."""
+its log; the rerun after the fix runs only what is not done, and Ctrl-C in the middle of it
+stops the training job with a checkpoint; then a rerun runs nothing."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 from tests.helpers.launch import REPO, run_env
 
@@ -31,10 +35,32 @@ def test_failure_is_contained_and_rerun_does_only_the_rest(tmp_path):
     assert "export/msm-default-no_cot-n1000-s0: blocked" in failed.stdout
     assert "midtrain/default/s0: done" in failed.stdout  # independent work still finished
 
+    # Ctrl-C (SIGINT to the whole foreground group) while the SFT job is at its first step:
+    # the job saves and exits 75, the pipeline waits for it and exits 130
+    holds = tmp_path / "holds"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "msm_megatron.cli", "pipeline", "examples/pipeline/toy.yaml",
+         f"out_dir={out}", *ARGS, "aft_sizes=[20]"], cwd=REPO, start_new_session=True,
+        env=run_env({"MSM_FAULT_HOLD": "step:1", "MSM_FAULT_HOLD_DIR": str(holds)}),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 600
+    while not (holds / "step:1.held").exists() and run.poll() is None:
+        assert time.monotonic() < end
+        time.sleep(0.1)
+    os.killpg(run.pid, signal.SIGINT)
+    time.sleep(0.3)
+    (holds / "step:1.held").unlink()
+    stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    assert "3 job(s) to run, 3 stage(s) done already" in stdout
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    sft_log = next((out / "logs").glob("sft-msm-default-no_cot-n20-s0.log")).read_text()
+    assert "stopped by SIGINT at step 1" in sft_log
+
     fixed = pipeline(out, "aft_sizes=[20]")
     assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-2000:]
-    assert "3 job(s) to run, 3 stage(s) done already" in fixed.stdout
-    assert "midtrain/default/s0: started" not in fixed.stdout
+    assert "2 job(s) to run, 4 stage(s) done already" in fixed.stdout
+    assert "resuming at step 1" in next((out / "logs").glob("sft-*.log")).read_text()
     export = next((out / "export").glob("export-msm-default-no_cot-n20-s0-*"))
     assert (export / "config.json").is_file() and (export / "tokenizer.json").is_file()
 
@@ -48,6 +74,28 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     assert "sft/msm-default-with_cot-n20-s0" in done.stdout and "to run" in done.stdout
     assert "training tokens to process" in done.stdout
     assert not (tmp_path / "exp" / "logs").exists() and not (tmp_path / "exp" / "markers").exists()
+
+
+def test_dry_run_from_another_directory_plans_the_same_and_refuses_missing_inputs(tmp_path):
+    """Paths in the experiment are relative to its file, paths typed on the command line to
+    the current directory; stage names never depend on whether an input exists."""
+    def dry_run(cwd, *extra):
+        return subprocess.run(
+            [sys.executable, "-m", "msm_megatron.cli", "pipeline",
+             str(REPO / "examples/pipeline/toy.yaml"), *extra, "--dry-run"], cwd=cwd,
+            env=run_env(), capture_output=True, text=True, timeout=300)
+
+    elsewhere = dry_run(tmp_path, "out_dir=out")
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert f"experiment msm_toy -> {tmp_path / 'out'} (local executor)" in elsewhere.stdout
+    assert "prepare_sft/default/no_cot/nall" in elsewhere.stdout
+    assert "sft/msm-default-no_cot-nall-s0" in elsewhere.stdout
+    assert "15 of 15 stages to run" in elsewhere.stdout
+    from_repo = dry_run(REPO, f"out_dir={tmp_path / 'out'}")
+    assert from_repo.stdout == elsewhere.stdout
+    missing = dry_run(tmp_path, "out_dir=out", "aft_chats=later.jsonl")
+    assert missing.returncode == 2 and "to run" not in missing.stdout
+    assert f"aft_chats: {tmp_path / 'later.jsonl'}: no such file" in missing.stderr
 
 
 def test_dry_run_estimates_generation_like_the_preview(tmp_path):

@@ -1,8 +1,11 @@
-"""A real one-node Slurm cluster on localhost for the Slurm tests (tests/helpers/local_cluster.sh).
+"""A real Slurm cluster on localhost for the Slurm tests (tests/helpers/local_cluster.sh): two
+nodes (node1, node2), the tests' jobs on the non-default partition ``h100-long`` (set by
+slurm/clusters/local.env, so it proves the cluster file reaches sbatch) and a ``cpu`` partition.
 
 Started once per session, installing Debian's packages if needed (MSM_SLURM_INSTALL=1); where
 Slurm cannot be started (not root, no packages and no network, ...) the tests are skipped with
-the reason, not failed.
+the reason, not failed. ``MSM_SLURM_KEEP_UP=1`` leaves the cluster running at the end of the
+session (several test sessions may share it; ``local_cluster.sh down`` stops it).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).parents[1] / "helpers" / "local_cluster.sh"
+PARTITION = "h100-long"  # slurm/clusters/local.env's SBATCH_PARTITION
+CPU_PARTITION = "cpu"
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +34,8 @@ def slurm_cluster():
     old = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = conf  # for sbatch/scontrol/scancel run by the tests and msm
     yield conf
-    subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, timeout=120)
+    if os.environ.get("MSM_SLURM_KEEP_UP") != "1":
+        subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, timeout=120)
     if old is None:
         os.environ.pop("SLURM_CONF", None)
     else:

@@ -1,10 +1,14 @@
-"""``msm pipeline --executor slurm`` on a real Slurm cluster (localhost, see conftest.py).
+"""``msm pipeline --executor slurm`` on a real Slurm cluster (localhost, see conftest.py): two
+nodes, the jobs on the non-default partition ``h100-long`` named by the cluster file, the CPU
+stages on the ``cpu`` partition their resources ask for, and no ``kill_invalid_depend``.
 
 The toy experiment goes through sbatch: jobs chained with ``afterok`` dependencies, the eval
-as a job array. Mid-run the training job gets USR1 (what ``--signal=B:USR1@T`` delivers before
-a time limit): it checkpoints, requeues itself, resumes and ends with the same loss as an
-uninterrupted run; a rerun submits nothing. A stage that fails cancels its dependents, names
-its job and log, and leaves completed stages done.
+as a job array. It is submitted without ``--wait``; a second ``--wait`` submits nothing and
+follows the first submission's jobs to the end. Mid-run ``--status`` shows each stage, and the
+training job gets USR1 (what ``--signal=B:USR1@T`` delivers before a time limit): it
+checkpoints, requeues itself, resumes and ends with the same loss as an uninterrupted run; a
+rerun submits nothing. A stage that fails names its job, node and log; its dependents are
+cancelled by ``--kill-on-invalid-dep`` and named; completed stages stay done.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pytest
 
 from tests.helpers.launch import REPO, run_env
 from tests.helpers.llm_fixtures import llm_server
+from tests.slurm.conftest import CPU_PARTITION, PARTITION
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +45,7 @@ baseline: true
 eval:
   overrides: [preset=quick, samples=1, max_new_tokens=8, runner=hf,
               "judge.base_url={judge_url}/v1", judge.model=judge]
+cpu_stages: {{resources: {{partition: {CPU_PARTITION}}}}}
 slurm: {{cluster: local}}
 """)
     return path
@@ -75,29 +81,68 @@ def metrics(run_dir: Path) -> dict[int, dict]:
     return rows
 
 
+def scontrol_job(job: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True,
+                         text=True, check=True).stdout.splitlines()[0]
+    return dict(word.split("=", 1) for word in out.split() if "=" in word)
+
+
+def status_rows(exp: Path, *overrides: str) -> tuple[int, dict[str, list[str]]]:
+    """``msm pipeline --status``: (exit code, stage -> [state, job, nodes, ...])."""
+    done = msm("pipeline", str(exp), *overrides, "--status", timeout=120)
+    rows = {}
+    for line in done.stdout.splitlines()[1:]:
+        if not line.strip():
+            break
+        name, rest = line.split(None, 1)
+        state = "not submitted" if rest.startswith("not submitted") else rest.split()[0]
+        rows[name] = [state, *rest[len(state):].split()]
+    return done.returncode, rows
+
+
 def test_pipeline_on_slurm_with_preemption_and_rerun(slurm_cluster, tmp_path):
     with llm_server() as judge:
         exp = experiment(tmp_path / "exp.yaml", tmp_path / "out", judge)
+        first = msm("pipeline", str(exp), "--executor", "slurm", timeout=300)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        ledger_path = tmp_path / "out" / "pipeline" / "slurm_jobs.json"
+        ledger = json.loads(ledger_path.read_text())
+        plan = json.loads((tmp_path / "out" / "pipeline" / "plan.json").read_text())
+        stages = {s["name"]: s for s in plan["stages"]}
+        assert set(ledger) == set(stages)
+        # the cluster file's partition for the GPU-side stages, the CPU stages' own for them
+        assert scontrol_job(ledger["midtrain/default/s0"]["job"])["Partition"] == PARTITION
+        assert scontrol_job(ledger["eval"]["job"])["Partition"] == PARTITION
+        for name in ("tokenizer", "prepare_corpus/default", "report"):
+            assert scontrol_job(ledger[name]["job"])["Partition"] == CPU_PARTITION, name
+        # --wait after a submission without it: nothing new, it follows the queued jobs
         run = subprocess.Popen(
             [sys.executable, "-m", "msm_megatron.cli", "pipeline", str(exp), "--executor",
              "slurm", "--wait"], cwd=REPO, env=run_env(), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
-        ledger_path = tmp_path / "out" / "pipeline" / "slurm_jobs.json"
-        ledger = wait_for(lambda: ledger_path.exists() and json.loads(ledger_path.read_text())
-                          .get("report"), 120, "all stages submitted")
-        ledger = json.loads(ledger_path.read_text())
-        plan = json.loads((tmp_path / "out" / "pipeline" / "plan.json").read_text())
-        stages = {s["name"]: s for s in plan["stages"]}
         run_dir = Path(stages["midtrain/default/s0"]["out"])
         # preempt the training job once it is a few steps in (before its step-10 checkpoint)
         wait_for(lambda: len(metrics(run_dir)) >= 3, 300, "training to start")
+        code, rows = status_rows(exp)
         job = ledger["midtrain/default/s0"]["job"]
         subprocess.run(["scancel", "--batch", "--signal=USR1", job], check=True)
         out, _ = run.communicate(timeout=900)
     assert run.returncode == 0, out[-4000:]
+    # mid-run status: one row per stage, from the markers, the ledger and scontrol
+    assert code == 0 and set(rows) == set(stages), rows
+    assert rows["tokenizer"][:2] == ["done", ledger["tokenizer"]["job"]], rows
+    midtrain = rows["midtrain/default/s0"]
+    assert midtrain[:2] == ["running", job] and midtrain[2] in ("node1", "node2"), midtrain
+    assert "step" in " ".join(midtrain[4:]), midtrain  # the log's last line: a training step
+    assert rows["eval"][:2] == ["pending", ledger["eval"]["job"]], rows
+    assert "waiting: Dependency" in " ".join(rows["report"]), rows
 
-    # dependencies: every stage after the first waited on its inputs' jobs
-    assert all(f"{name}: submitted job" in out for name in stages)
+    # the second command submitted nothing and waited for the first one's jobs
+    assert "submitted job" not in out and "nothing new to submit" in out, out[-3000:]
+    late = [name for name in stages if name.startswith(("midtrain", "sft", "export", "eval",
+                                                            "report"))]
+    assert all(f"{name}: job {ledger[name]['job']} completed" in out for name in late), out
+    assert "every stage is done" in out
     # the eval ran as an array of two tasks (one per arm), each with its own log
     eval_logs = sorted(p.name for p in (tmp_path / "out" / "logs").glob("eval-*.log"))
     assert len(eval_logs) == 2 and all("_" in name for name in eval_logs), eval_logs
@@ -123,11 +168,13 @@ def test_pipeline_on_slurm_with_preemption_and_rerun(slurm_cluster, tmp_path):
     summary = next((tmp_path / "out" / "eval").glob("*/summary.json"))
     assert len(json.loads(summary.read_text())["arms"]) == 2
 
-    # a rerun submits nothing
+    # a rerun submits nothing; --status says every stage is done
     before = ledger_path.read_text()
-    again = msm("pipeline", str(exp), "--executor", "slurm", timeout=120)
+    again = msm("pipeline", str(exp), "--executor", "slurm", "--wait", timeout=120)
     assert again.returncode == 0 and "nothing to submit" in again.stdout, again.stdout
     assert "submitted job" not in again.stdout and ledger_path.read_text() == before
+    code, rows = status_rows(exp)
+    assert code == 0 and all(row[0] == "done" for row in rows.values()), rows
 
 
 def _plan_copy(plan_path: Path, root: Path) -> Path:
@@ -150,20 +197,36 @@ def _plan_copy(plan_path: Path, root: Path) -> Path:
 
 def test_failed_stage_cancels_dependents_and_keeps_the_rest(slurm_cluster, tmp_path):
     """AFT size 1000 > the 40 example chats: prepare_sft fails; SFT, export, eval and report
-    are cancelled (kill_invalid_depend), the output names the job and its log, and the stages
-    that succeeded stay done for the rerun."""
+    are cancelled by the jobs' own --kill-on-invalid-dep (the cluster does not cancel them),
+    the output names the failed job, its node and its log and each cancelled stage, and the
+    stages that succeeded stay done for the rerun."""
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                            check=True).stdout
+    assert "kill_invalid_depend" not in config  # as on a stock cluster
     with llm_server() as judge:
         exp = experiment(tmp_path / "exp.yaml", tmp_path / "out", judge, aft_size=1000)
         done = msm("pipeline", str(exp), "--executor", "slurm", "--wait",
                    "midtrain.overrides=[train.steps=2]", timeout=900)
-    assert done.returncode == 1
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     err = done.stderr
-    assert "prepare_sft/default/no_cot/n1000: job" in err and "FAILED" in err, err
-    assert "logs/prepare_sft-default-no_cot-n1000-" in err
+    failed = "prepare_sft/default/no_cot/n1000"
+    ledger = json.loads((tmp_path / "out" / "pipeline" / "slurm_jobs.json").read_text())
+    line = next(ln for ln in err.splitlines() if ln.startswith(f"[pipeline] {failed}: job"))
+    assert f"job {ledger[failed]['job']} FAILED (exit 1) on node" in line, err
+    assert "logs/prepare_sft-default-no_cot-n1000-" in line, err
+    assert "asks for 1000 chats" in err  # the log's last line, quoted
     log = next((tmp_path / "out" / "logs").glob("prepare_sft-*.log")).read_text()
     assert "asks for 1000 chats" in log
-    for name in ("sft/msm-default-no_cot-n1000-s0", "eval", "report"):
-        assert f"{name}: job" in err and "CANCELLED" in err.split(f"{name}: job")[1][:40], err
+    for name in ("sft/msm-default-no_cot-n1000-s0", "sft/base-default-no_cot-n1000-s0",
+                 "export/msm-default-no_cot-n1000-s0", "eval", "report"):
+        assert (f"[pipeline] {name}: job {ledger[name]['job']} CANCELLED because {failed} "
+                "failed") in err, err
+    assert "every stage is done" not in done.stdout
     markers = {p.stem for p in (tmp_path / "out" / "markers").glob("*.json")}
     assert {"tokenizer", "prepare_corpus-default", "midtrain-default-s0"} <= markers
     assert not any(m.startswith(("sft", "export", "eval", "report")) for m in markers)
+    code, rows = status_rows(exp, "midtrain.overrides=[train.steps=2]")
+    assert code == 1 and rows[failed][:2] == ["failed", ledger[failed]["job"]], rows
+    assert rows["eval"][0] == "cancelled" and f"because {failed} failed" in " ".join(
+        rows["eval"]), rows
+    assert rows["midtrain/default/s0"][0] == "done", rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from msm_megatron.config import (
@@ -9,23 +11,29 @@ from msm_megatron.config import (
     ConfigError,
     apply_overrides,
     load_yaml,
+    resolve_paths,
     save_yaml,
     to_dict,
 )
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_yaml_round_trip(tmp_path):
     cfg = apply_overrides(Config(), ["optim.lr=2e-5", "train.fp8=mxfp8", "model.arch=llama"])
+    cfg = resolve_paths(cfg, tmp_path)  # what is saved has absolute paths
     path = tmp_path / "run" / "config.yaml"
     save_yaml(cfg, path)
     assert load_yaml(path) == cfg
     assert to_dict(load_yaml(path)) == to_dict(cfg)
 
 
-def test_empty_yaml_is_defaults(tmp_path):
+def test_empty_yaml_is_defaults_with_paths_next_to_the_file(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("")
-    assert load_yaml(path) == Config()
+    cfg = load_yaml(path)
+    assert cfg == resolve_paths(Config(), tmp_path)
+    assert cfg.train.run_dir == str(tmp_path / "runs/default")
 
 
 def test_overrides_parse_with_yaml_rules():
@@ -135,7 +143,7 @@ def test_load_config_is_defaults_or_a_named_base_or_yaml_then_overrides(tmp_path
     from msm_megatron.config import Config, load_config, save_yaml
     from msm_megatron.recipes import get_recipe
 
-    assert load_config(Config) == Config()
+    assert load_config(Config) == resolve_paths(Config(), Path.cwd())
     named = load_config(Config, "qwen3_toy_midtrain", ["train.steps=7"], named=get_recipe)
     assert named.name == "qwen3_toy_midtrain" and named.train.steps == 7
     save_yaml(named, tmp_path / "run.yaml")
@@ -145,3 +153,52 @@ def test_load_config_is_defaults_or_a_named_base_or_yaml_then_overrides(tmp_path
         load_config(Config, str(tmp_path / "missing.yaml"), what="experiment")
     with pytest.raises(ConfigError, match="no_such: config file not found"):
         load_config(Config, "no_such")  # no named bases: a path
+
+
+def test_paths_in_a_training_yaml_are_relative_to_it_and_overrides_to_the_cwd(tmp_path,
+                                                                               monkeypatch):
+    from msm_megatron.config import load_config
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "run.yaml").write_text(
+        "data: {prepared: [data/a, /abs/b]}\ncheckpoint: {load: ../ckpt}\n"
+        "train: {run_dir: out, steps: 3}\nmodel: {hf_path: Qwen/Qwen3-8B}\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(Config, "exp/run.yaml", ["checkpoint.load=here/ckpt"])
+    assert cfg.data.prepared == [str(folder / "data/a"), "/abs/b"]
+    assert cfg.train.run_dir == str(folder / "out")
+    assert cfg.checkpoint.load == str(tmp_path / "here/ckpt")  # typed here: the cwd
+    assert cfg.model.hf_path == "Qwen/Qwen3-8B"  # a hub id, not a path field
+    monkeypatch.chdir(folder)
+    assert load_config(Config, folder / "run.yaml").train.run_dir == str(folder / "out")
+
+
+def test_paths_in_a_sweep_yaml_are_relative_to_it_and_hub_ids_stay(tmp_path, monkeypatch):
+    from msm_megatron.config import load_config
+    from msm_megatron.eval.sweep import EvalSweepConfig
+
+    (tmp_path / "exports" / "msm").mkdir(parents=True)
+    (tmp_path / "sweep.yaml").write_text(
+        "arms: [msm=exports/msm, base=Qwen/Qwen3-8B, later=./exports/later]\n"
+        "scenarios: {source: official, msm_repo: ../clones/msm}\nout_dir: out\n"
+        "runner: openai\nrunner_base_url: http://127.0.0.1:8000/v1\n")
+    monkeypatch.chdir(REPO_ROOT)
+    cfg = load_config(EvalSweepConfig, tmp_path / "sweep.yaml")
+    assert cfg.arms == [f"msm={tmp_path / 'exports/msm'}", "base=Qwen/Qwen3-8B",
+                        f"later={tmp_path / 'exports/later'}"]
+    assert cfg.scenarios.msm_repo == str(tmp_path.parent / "clones/msm")
+    assert cfg.out_dir == str(tmp_path / "out")
+    assert cfg.runner_base_url == "http://127.0.0.1:8000/v1"
+
+
+def test_resolved_overrides_parse_back_to_the_same_values(tmp_path):
+    from msm_megatron.config import apply_overrides, resolve_override
+
+    odd = tmp_path / "a, b [x]"
+    item = resolve_override(Config, "data.prepared=[rel/one, 'a, b [x]/two']", tmp_path)
+    cfg = apply_overrides(Config(), [item])
+    assert cfg.data.prepared == [str(tmp_path / "rel/one"), str(odd / "two")]
+    assert resolve_override(Config, "optim.lr=2e-5", tmp_path) == "optim.lr=2e-5"
+    assert resolve_override(Config, "no.such=key", tmp_path) == "no.such=key"  # errors later
+    assert resolve_override(Config, "checkpoint.load=null", tmp_path) == "checkpoint.load=null"

@@ -11,6 +11,7 @@ import pytest
 from msm_megatron.config import apply_overrides
 from msm_megatron.estimate import (
     GIB,
+    dry_run_report,
     estimate_memory,
     format_dry_run,
     params_per_gpu,
@@ -218,3 +219,33 @@ def test_dry_run_names_the_throughput_switches_that_are_on():
     cfg = apply_overrides(get_recipe("qwen3_toy_midtrain"),
                           ["train.loss_chunk=64", "train.compile=true"])
     assert "throughput switches: loss_chunk 64, compile" in format_dry_run(cfg, 1)
+
+
+@pytest.mark.parametrize("overrides, fact", [
+    (["parallel.cp=2", "train.precision=bf16"], "parallel.cp=2: the trainer does not split"),
+    (["checkpoint.exit_signals=[SIGTERM,SIGFOO]"], "'SIGFOO' is not a signal"),
+    (["train.steps=-3"], "train.steps=-3 must be ≥ 0"),
+])
+def test_train_dry_run_exits_2_on_a_failed_check_and_gives_no_verdict(overrides, fact, capsys):
+    from msm_megatron.cli import main
+
+    code = main(["train", "qwen3_toy_midtrain", *overrides, "--dry-run", "--world-size", "2"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "checks: FAILED" in out and fact in out
+    assert "fails" in err and "world size 2" in err
+    assert "verdict: fits" not in out and "verdict: does not fit" not in out
+
+
+def test_train_dry_run_exits_0_with_a_verdict_when_the_checks_pass(capsys):
+    from msm_megatron.cli import main
+
+    assert main(["train", "qwen3_toy_midtrain", "--dry-run", "--world-size", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "checks: ok" in out and "verdict: fits" in out
+
+
+def test_an_impossible_layout_lists_every_problem_without_an_estimate():
+    cfg = apply_overrides(get_recipe("qwen3_32b_midtrain"), ["train.steps=-3"])
+    report, problems = dry_run_report(cfg, 12)
+    assert len(problems) == 2 and "world 12 is not divisible" in report
+    assert "train.steps=-3" in report and "verdict: none" in report and "GiB" not in report

@@ -67,7 +67,7 @@ def test_generation_and_eval_configs_load_yaml_then_overrides(tmp_path):
 
     save_yaml(DocsGenConfig(out_dir="gen/x"), tmp_path / "docs.yaml")
     cfg = load_config(DocsGenConfig, str(tmp_path / "docs.yaml"), ["docs.doc_types=3"])
-    assert (cfg.out_dir, cfg.docs.doc_types) == ("gen/x", 3)
+    assert (cfg.out_dir, cfg.docs.doc_types) == (str(tmp_path / "gen/x"), 3)  # next to the YAML
     save_yaml(EvalSweepConfig(arms=["a=/m"], preset="paper"), tmp_path / "eval.yaml")
     sweep = load_config(EvalSweepConfig, str(tmp_path / "eval.yaml"), ["samples=2"])
     assert (sweep.arms, sweep.preset, sweep.samples) == (["a=/m"], "paper", 2)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from msm_megatron.config import ConfigError, apply_overrides, load_yaml
+from msm_megatron.config import ConfigError, apply_overrides, load_config, load_yaml
+from msm_megatron.eval.sweep import EvalSweepConfig
 from msm_megatron.pipeline.experiment import ExperimentConfig
 from msm_megatron.pipeline.plan import build_plan
 
@@ -15,8 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def plan_of(tmp_path, *overrides):
-    exp = apply_overrides(load_yaml(REPO / "examples/pipeline/toy.yaml", ExperimentConfig),
-                          [f"out_dir={tmp_path}", *overrides])
+    exp = load_config(ExperimentConfig, REPO / "examples/pipeline/toy.yaml",
+                      [f"out_dir={tmp_path}", *overrides])
     return build_plan(exp)
 
 
@@ -41,7 +42,7 @@ def test_toy_graph_has_every_arm_and_dependencies(tmp_path):
         "sft/base-default-with_cot-n20-s1"].deps)
     # the no-CoT arm strips <think>; seeds reach the trainer
     assert plan.stages["prepare_sft/default/no_cot/n20"].params["keep_think"] is False
-    assert "train.seed=1235" in plan.stages["sft/msm-default-no_cot-n40-s1"].params["overrides"]
+    assert "train.seed=1235" in plan.stages["sft/msm-default-no_cot-nall-s1"].params["overrides"]
 
 
 def test_a_change_redoes_the_stage_and_everything_downstream_only(tmp_path):
@@ -77,9 +78,9 @@ def test_outputs_are_content_addressed(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("cot=[maybe]", "choose from no_cot, with_cot"),
-    ("base_model=/nonexistent/model", "not an HF model directory"),
     ("specs={a: examples/spec/qwen_spec.txt, b: examples/spec/rules_spec.txt}",
      "generation.enabled"),
+    ("aft_sizes=[20,20]", "list each size once"),
     ("midtrain.recipe=no_such_recipe", "midtrain"),
 ])
 def test_bad_experiments_are_clear_errors(tmp_path, override, message):
@@ -93,7 +94,6 @@ def test_paper_experiment_dry_run_prints_the_whole_plan(tmp_path):
     eval, and the official scenarios with the paper's classifiers."""
     import json
 
-    from msm_megatron.eval.sweep import EvalSweepConfig
     from msm_megatron.pipeline.commands import format_plan
     from msm_megatron.recipes.qwen3 import QWEN3_32B
 
@@ -119,9 +119,98 @@ def test_paper_experiment_dry_run_prints_the_whole_plan(tmp_path):
     assert (sweep.scenarios.source, sweep.judge.model) == ("official", "claude-sonnet-4-6")
 
 
-def test_all_chats_are_named_by_their_count_or_nall_when_generated(tmp_path):
+def test_all_chats_are_nall_whether_or_not_the_file_exists_and_counted_for_the_curve(tmp_path):
     plan = plan_of(tmp_path)
-    assert "prepare_sft/default/no_cot/n40" in plan.stages  # examples/chats/aft_demo.jsonl
+    assert "prepare_sft/default/no_cot/nall" in plan.stages  # examples/chats/aft_demo.jsonl
     assert not any("-n0-" in name or name.endswith("/n0") for name in plan.stages)
+    sweep = load_yaml(plan.stages["eval"].config, EvalSweepConfig)
+    assert sweep.aft_examples["msm-default-no_cot-nall-s0"] == 40  # the count, for the curve
+    missing = plan_of(tmp_path / "b", f"aft_chats={tmp_path / 'not_yet.jsonl'}")
+    assert list(missing.stages) == list(plan.stages)  # same names before the file exists
     with pytest.raises(ConfigError, match="0 means all 40 chats"):
         plan_of(tmp_path, "aft_sizes=[40,0]")
+
+
+def _stages(plan):
+    return {name: (s.hash, s.out, s.argv, s.cells, s.params) for name, s in plan.stages.items()}
+
+
+def test_the_experiment_and_its_plan_are_the_same_from_any_directory(tmp_path, monkeypatch):
+    toy = REPO / "examples/pipeline/toy.yaml"
+    monkeypatch.chdir(REPO)
+    here = load_config(ExperimentConfig, toy)
+    plan_here = build_plan(apply_overrides(here, [f"out_dir={tmp_path / 'out'}"]))
+    monkeypatch.chdir(tmp_path)
+    there = load_config(ExperimentConfig, toy)
+    assert there == here
+    assert here.out_dir == str(REPO / "runs/pipeline/msm_toy")  # ../../runs from the file
+    assert here.aft_chats == str(REPO / "examples/chats/aft_demo.jsonl")
+    plan_there = build_plan(apply_overrides(there, [f"out_dir={tmp_path / 'out'}"]))
+    assert _stages(plan_there) == _stages(plan_here)
+    assert "prepare_sft/default/no_cot/nall" in plan_there.stages
+
+
+def _write_experiment(folder: Path) -> Path:
+    """An experiment whose inputs sit next to it, named by relative paths only."""
+    (folder / "data").mkdir(parents=True)
+    for name in ("chats/aft_demo.jsonl", "chats/it_mix_demo.jsonl", "corpus/demo_corpus.jsonl",
+                 "spec/qwen_spec.txt"):
+        shutil.copy(REPO / "examples" / name, folder / "data" / Path(name).name)
+    (folder / "clones" / "msm").mkdir(parents=True)
+    (folder / "mine.env").write_text("SBATCH_PARTITION=x\n")
+    path = folder / "exp.yaml"
+    path.write_text(
+        "name: rel\nout_dir: out\nspecs: {default: data/qwen_spec.txt}\n"
+        "corpus: [data/demo_corpus.jsonl]\naft_chats: ./data/aft_demo.jsonl\n"
+        "sft_mix: [data/it_mix_demo.jsonl]\n"
+        "midtrain: {recipe: qwen3_toy_midtrain, overrides: [checkpoint.load=ckpt/base]}\n"
+        "sft: {recipe: qwen3_toy_sft}\naft_sizes: [0]\n"
+        "eval: {overrides: [preset=quick, scenarios.msm_repo=clones/msm, samples=2]}\n"
+        "slurm: {cluster: mine.env}\n")
+    return path
+
+
+def test_relative_paths_in_an_experiment_are_relative_to_its_file(tmp_path, monkeypatch):
+    folder = tmp_path / "study"
+    assert _write_experiment(folder) == folder / "exp.yaml"
+    monkeypatch.chdir(tmp_path)  # not the experiment's directory
+    exp = load_config(ExperimentConfig, "study/exp.yaml")
+    assert exp.out_dir == str(folder / "out")
+    assert exp.specs == {"default": str(folder / "data/qwen_spec.txt")}
+    assert exp.corpus == [str(folder / "data/demo_corpus.jsonl")]
+    assert exp.aft_chats == str(folder / "data/aft_demo.jsonl")
+    assert exp.slurm.cluster == str(folder / "mine.env")
+    assert exp.midtrain.overrides == [f"checkpoint.load={folder / 'ckpt/base'}"]
+    assert f"scenarios.msm_repo={folder / 'clones/msm'}" in exp.eval.overrides
+    assert "preset=quick" in exp.eval.overrides and "samples=2" in exp.eval.overrides
+    plan = build_plan(exp)
+    assert plan.out_dir == str(folder / "out")
+    for stage in plan.order():
+        assert Path(stage.out).is_absolute(), stage.name
+    mid = load_yaml(plan.stages["midtrain/default/s0"].config)
+    assert mid.checkpoint.load == str(folder / "ckpt/base")
+    assert all(Path(p).is_absolute() for p in mid.data.prepared)
+    # the saved config replays from anywhere: every path in it is absolute
+    monkeypatch.chdir(REPO)
+    assert load_yaml(plan.stages["midtrain/default/s0"].config) == mid
+
+
+def test_relative_paths_typed_on_the_command_line_are_relative_to_the_current_directory(
+        tmp_path, monkeypatch):
+    path = _write_experiment(tmp_path / "study")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    exp = load_config(ExperimentConfig, path, ["aft_chats=chats.jsonl", "out_dir=o",
+                                               "eval.overrides=[scenarios.msm_repo=../m]",
+                                               "base_model=toy", "slurm.cluster=local"])
+    assert (exp.aft_chats, exp.out_dir) == (str(elsewhere / "chats.jsonl"), str(elsewhere / "o"))
+    assert exp.eval.overrides == [f"scenarios.msm_repo={tmp_path / 'm'}"]
+    assert (exp.base_model, exp.slurm.cluster) == ("toy", "local")  # names, not paths
+
+
+def test_defaults_point_at_the_repository_examples_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp = ExperimentConfig()
+    assert Path(exp.aft_chats).is_file() and all(Path(p).is_file() for p in exp.corpus)
+    assert Path(EvalSweepConfig().value_probes).is_file()

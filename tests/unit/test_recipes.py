@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from msm_megatron.config import ConfigError, apply_overrides, load_yaml, save_yaml
+from msm_megatron.config import ConfigError, apply_overrides, load_yaml, resolve_paths, save_yaml
 from msm_megatron.models.hf_config import hf_config_from_model
 from msm_megatron.recipes import get_recipe, list_recipes
 from msm_megatron.recipes.stages import build_recipe
@@ -51,7 +51,7 @@ def test_full_size_recipe_needs_te_for_sequence_parallel(name):
 def test_recipe_yaml_round_trip(name, tmp_path):
     cfg = get_recipe(name)
     save_yaml(cfg, tmp_path / "config.yaml")
-    assert load_yaml(tmp_path / "config.yaml") == cfg
+    assert load_yaml(tmp_path / "config.yaml") == resolve_paths(cfg, tmp_path)
 
 
 def test_get_recipe_returns_fresh_objects():

@@ -199,3 +199,11 @@ def test_throughput_switches_are_checked():
     validate(toy("train.loss_chunk=100", "train.fused_swiglu=true", "train.compile=true"), 1,
              te_available=False)
     validate(toy("train.cuda_graphs=true"), 1, te_available=False)  # CUDA is checked at build
+
+
+def test_context_parallel_and_unknown_exit_signals_fail_validation_not_the_run():
+    msg = error(toy("parallel.cp=2", "train.precision=bf16"), 2, te=True)
+    assert "parallel.cp=2: the trainer does not split sequences across context-parallel" in msg
+    msg = error(toy("checkpoint.exit_signals=[SIGTERM,SIGFOO,NOPE]"), 1)
+    assert "'SIGFOO', 'NOPE' are not signals" in msg
+    validate(toy("checkpoint.exit_signals=[SIGINT,SIGUSR2,SIGHUP]"), 1, te_available=False)
