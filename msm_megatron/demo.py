@@ -33,7 +33,8 @@ import json
 import os
 from pathlib import Path
 
-from msm_megatron.config import Config, apply_overrides, load_yaml, resolve_override
+from msm_megatron.config import Config, apply_overrides, load_yaml
+from msm_megatron.config_paths import resolve_override
 from msm_megatron.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]

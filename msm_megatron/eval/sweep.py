@@ -23,13 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from msm_megatron.config import (
-    ConfigError,
-    as_path,
-    model_ref,
-    named_entry,
-    path_field,
-)
+from msm_megatron.config import ConfigError
+from msm_megatron.config_paths import as_path, model_ref, named_entry, path_field
 from msm_megatron.eval.report import data_efficiency, summarize, write_report
 from msm_megatron.llm.config import BackendConfig
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from msm_megatron.config import path_field
+from msm_megatron.config_paths import path_field
 from msm_megatron.llm.config import BackendConfig
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from msm_megatron.config import as_path, env_file, keeping, overrides_field, path_field
+from msm_megatron.config_paths import as_path, env_file, keeping, overrides_field, path_field
 from msm_megatron.llm.config import BackendConfig
 
 # the defaults point at the repository's examples, wherever the command runs

@@ -193,7 +193,8 @@ def test_paths_in_a_sweep_yaml_are_relative_to_it_and_hub_ids_stay(tmp_path, mon
 
 
 def test_resolved_overrides_parse_back_to_the_same_values(tmp_path):
-    from msm_megatron.config import apply_overrides, resolve_override
+    from msm_megatron.config import apply_overrides
+    from msm_megatron.config_paths import resolve_override
 
     odd = tmp_path / "a, b [x]"
     item = resolve_override(Config, "data.prepared=[rel/one, 'a, b [x]/two']", tmp_path)

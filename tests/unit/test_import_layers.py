@@ -25,6 +25,7 @@ LAYERS = [
     {"architectures"},
     {"flops", "validate", "spec", "run_files", "faults", "weight_mapping"},
     {"config", "_compat"},
+    {"config_paths"},
 ]
 
 
