@@ -129,8 +129,8 @@ def _wait_ranks(procs: list[subprocess.Popen], grace_s: float = 5.0) -> int:
 
     failed_at = None
     while any(p.poll() is None for p in procs):
-        codes = [p.returncode for p in procs if p.returncode not in (None, 0, REQUEUE_EXIT_CODE)]
-        if codes and failed_at is None:
+        failing = any(p.returncode not in (None, 0, REQUEUE_EXIT_CODE) for p in procs)
+        if failing and failed_at is None:
             failed_at = time.monotonic()
             for p in procs:
                 if p.poll() is None:

@@ -2,7 +2,7 @@
 
 Example::
 
-    msm train qwen3_32b_midtrain --dry-run          # prints format_dry_run(cfg, 16)
+    msm train qwen3_32b_midtrain --dry-run          # prints dry_run_report(cfg, 16)
 
 Assumptions (stated so the numbers can be checked and argued with):
 
@@ -331,8 +331,3 @@ def dry_run_report(cfg: Config, world_size: int, gpu_memory_gib: float = H100_GI
         return "\n".join([*lines, "verdict: none until the checks pass"]), found
     lines.append("checks: ok (assuming Transformer Engine on the target, as in NGC containers)")
     return "\n".join([*lines, _verdict(cfg, mem, gpu_memory_gib)]), found
-
-
-def format_dry_run(cfg: Config, world_size: int, gpu_memory_gib: float = H100_GIB) -> str:
-    """The report of :func:`dry_run_report`."""
-    return dry_run_report(cfg, world_size, gpu_memory_gib)[0]

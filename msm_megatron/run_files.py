@@ -87,8 +87,8 @@ def write_chain_file(ckpt_root: Path, chain: dict) -> None:
 
 def write_exit_status(run_dir: str | Path, exit_code: int, stopped_by: str | None,
                       iteration: int, started_at: int = 0) -> None:
-    """Record how a run ended (rank 0): for launchers that lose the ranks' exit codes, and so a
-    requeued attempt can tell that the previous one made no progress (``started_at``)."""
+    """Record how a run ended (rank 0): the step it started at, so a requeued attempt can tell
+    that the previous one made no progress, and how and where it stopped."""
     path = Path(run_dir) / EXIT_STATUS
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"exit_code": exit_code, "stopped_by": stopped_by,

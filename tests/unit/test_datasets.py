@@ -153,7 +153,7 @@ def test_dry_run_counts_the_steps_of_an_epoch(docs):
     import math
 
     from msm_megatron.config import apply_overrides
-    from msm_megatron.estimate import format_dry_run
+    from msm_megatron.estimate import dry_run_report
     from msm_megatron.recipes import get_recipe
 
     blend, _ = docs
@@ -163,4 +163,4 @@ def test_dry_run_counts_the_steps_of_an_epoch(docs):
     rows = PackedRows(blend, SEQ, seed=cfg.data.seed).samples_in_epochs(1)
     steps = math.ceil(rows / cfg.train.global_batch_size)
     assert (f"duration: 1 epoch(s) (train.epochs) of data.prepared = {rows:,} packed rows of "
-            f"{SEQ} tokens -> {steps} steps") in format_dry_run(cfg, 1)
+            f"{SEQ} tokens -> {steps} steps") in dry_run_report(cfg, 1)[0]

@@ -13,12 +13,15 @@ from msm_megatron.estimate import (
     GIB,
     dry_run_report,
     estimate_memory,
-    format_dry_run,
     params_per_gpu,
 )
 from msm_megatron.flops import model_flops_per_token, param_count
 from msm_megatron.models.vocab import padded_vocab_size
 from msm_megatron.recipes import get_recipe
+
+
+def _report(cfg, world_size: int) -> str:
+    return dry_run_report(cfg, world_size)[0]
 
 
 def model(name: str):
@@ -72,7 +75,7 @@ def test_qwen3_32b_fits_at_tp8_pp2_on_16():
     mem = estimate_memory(cfg, 16)
     assert mem["total"] < 80 * GIB
     assert params_per_gpu(cfg) == pytest.approx(32.8e9 / 16, rel=0.02)
-    report = format_dry_run(cfg, 16)
+    report = _report(cfg, 16)
     assert "world 16 = tp 8 × pp 2 × cp 1 × dp 1" in report
     assert "verdict: fits" in report and "524,288 tokens/step" in report
     assert ("duration: 1 epoch(s) (train.epochs) of data.prepared (steps are counted once the "
@@ -85,7 +88,7 @@ def test_qwen3_32b_does_not_fit_on_one_gpu():
         ["parallel.tp=1", "parallel.pp=1", "parallel.sequence_parallel=false"],
     )
     assert estimate_memory(cfg, 1)["total"] > 80 * GIB
-    assert "verdict: does not fit" in format_dry_run(cfg, 1)
+    assert "verdict: does not fit" in _report(cfg, 1)
 
 
 def test_distributed_optimizer_shards_optimizer_state_by_dp():
@@ -135,7 +138,7 @@ def test_sequence_parallel_and_pipeline_in_flight():
 
 
 def test_dry_run_report_lists_the_table():
-    report = format_dry_run(get_recipe("qwen3_toy_midtrain"), 1)
+    report = _report(get_recipe("qwen3_toy_midtrain"), 1)
     for text in (
         "world 1 = tp 1 × pp 1 × cp 1 × dp 1",
         "FLOPs/token",
@@ -154,9 +157,9 @@ def test_dry_run_report_lists_the_table():
 
 def test_dry_run_reports_validation_problems():
     cfg = apply_overrides(get_recipe("qwen3_toy_midtrain"), ["parallel.tp=3"])
-    report = format_dry_run(cfg, 3)
+    report = _report(cfg, 3)
     assert "checks: FAILED" in report and "num_attention_heads=4" in report
-    assert "checks: ok" in format_dry_run(get_recipe("qwen3_32b_midtrain"), 16)
+    assert "checks: ok" in _report(get_recipe("qwen3_32b_midtrain"), 16)
 
 
 def test_planning_modules_do_not_import_torch_or_megatron():
@@ -215,10 +218,10 @@ def test_loss_chunk_bounds_the_logits_memory():
 
 
 def test_dry_run_names_the_throughput_switches_that_are_on():
-    assert "throughput switches" not in format_dry_run(get_recipe("qwen3_toy_midtrain"), 1)
+    assert "throughput switches" not in _report(get_recipe("qwen3_toy_midtrain"), 1)
     cfg = apply_overrides(get_recipe("qwen3_toy_midtrain"),
                           ["train.loss_chunk=64", "train.compile=true"])
-    assert "throughput switches: loss_chunk 64, compile" in format_dry_run(cfg, 1)
+    assert "throughput switches: loss_chunk 64, compile" in _report(cfg, 1)
 
 
 @pytest.mark.parametrize("overrides, fact", [
