@@ -228,17 +228,33 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    from msm_megatron.llm.backend import LLMError
+    from msm_megatron.llm import outcome
+    from msm_megatron.llm.backend import PermanentError, TransientError
 
     try:
         return args.func(args, argv)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except LLMError as exc:  # an LLM endpoint that keeps failing; completed calls are cached
+        return outcome.EXIT_BAD_SETTING
+    except PermanentError as exc:  # 400/401/404…: the same request would fail the same way
+        print(f"error: {exc} (a rerun fails the same way until that is fixed)", file=sys.stderr)
+        return outcome.EXIT_BAD_SETTING
+    except outcome.EndpointUnreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return outcome.EXIT_UNREACHABLE
+    except outcome.IncompleteRun as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return outcome.EXIT_INCOMPLETE
+    except TransientError as exc:  # an endpoint that kept failing; completed calls are cached
         print(f"error: {exc} (completed calls are cached: rerun the same command to resume)",
               file=sys.stderr)
-        return 3
+        return outcome.EXIT_INCOMPLETE
+    except KeyboardInterrupt:
+        import shlex
+
+        print(f"\ninterrupted; completed work is kept: resume with `msm {shlex.join(argv)}`",
+              file=sys.stderr)
+        return outcome.EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ there, the way a cluster would (to the batch script, to the whole job step)::
 
 Rank 0 writes ``<dir>/<point>.held`` at each listed point and waits until the test deletes it;
 each point holds once per directory (``<point>.done`` records it), so a requeued or resumed run
-passes the points it already held.
+passes the points it already held. A stop signal that arrives during a hold is noted in
+``<point>.signalled`` (its name), so a test can release the hold once the signal has really
+reached the rank rather than after a guessed delay.
 """
 
 from __future__ import annotations
@@ -56,7 +58,30 @@ def hold_at(point: str) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     done.write_text(str(os.getpid()))
+    noted = _note_signals(folder / f"{point}.signalled")  # before the test can see the hold
     held.write_text(str(os.getpid()))
-    end = time.monotonic() + HOLD_LIMIT_S
-    while held.exists() and time.monotonic() < end:
-        time.sleep(0.05)
+    try:
+        end = time.monotonic() + HOLD_LIMIT_S
+        while held.exists() and time.monotonic() < end:
+            time.sleep(0.05)
+    finally:
+        for sig, old in noted.items():
+            signal.signal(sig, old)
+
+
+def _note_signals(note: Path) -> dict:
+    """Chain a handler that writes the signal's name to ``note`` before the installed handler
+    of each stop signal runs; return the old handlers."""
+    noted = {}
+    for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+        old = signal.getsignal(sig)
+        if not callable(old):
+            continue
+
+        def handler(signum, frame, old=old):
+            note.write_text(signal.Signals(signum).name)
+            old(signum, frame)
+
+        noted[sig] = old
+        signal.signal(sig, handler)
+    return noted

@@ -27,6 +27,9 @@ class BackendConfig:
     timeout_s: float = 600.0
     max_attempts: int = 8
     temperature: float = 1.0
+    # a stage (or a sweep's judging) whose failed jobs exceed this fraction ends the command
+    # with exit 3 and a summary (msm_megatron.llm.outcome); a stage that produced nothing always
+    max_failed_fraction: float = 0.1
     usd_per_mtok_in: float = 0.0
     usd_per_mtok_out: float = 0.0
     batch: bool = False  # anthropic only: stages go out as Message Batches (resumable)
@@ -36,8 +39,17 @@ class BackendConfig:
     gpu_memory_utilization: float = 0.9  # vllm only (on CPU: the share of host memory)
 
 
-def backend_from(b: BackendConfig):
-    """The backend a :class:`BackendConfig` describes (HTTP, or vLLM's offline engine)."""
+def knobs(group: str, content: str | None = None):
+    """The settings of a :class:`BackendConfig` group named ``group`` (``backend``,
+    ``judge``) as users write them, for messages (:class:`~msm_megatron.llm.outcome.Knobs`)."""
+    from msm_megatron.llm.outcome import Knobs
+
+    return Knobs(f"{group}.base_url", f"{group}.timeout_s", f"{group}.model", content)
+
+
+def backend_from(b: BackendConfig, group: str = "backend"):
+    """The backend a :class:`BackendConfig` describes (HTTP, or vLLM's offline engine);
+    ``group`` is the config key it sits under, named in its error messages."""
     from msm_megatron.llm.http_backends import make_backend
     from msm_megatron.llm.retry import RetryPolicy
 
@@ -49,4 +61,5 @@ def backend_from(b: BackendConfig):
                                   gpu_memory_utilization=b.gpu_memory_utilization)
     return make_backend(b.kind, b.model, base_url=b.base_url, api_key_env=b.api_key_env,
                         timeout_s=b.timeout_s, max_connections=b.concurrency,
-                        retry=RetryPolicy(max_attempts=b.max_attempts))
+                        retry=RetryPolicy(max_attempts=b.max_attempts),
+                        setting=f"{group}.base_url")

@@ -44,8 +44,12 @@ class HTTPBackend:
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = None,
                  timeout_s: float = 600.0, retry: RetryPolicy | None = None,
-                 max_connections: int = 256, seed: int | None = None):
+                 max_connections: int = 256, seed: int | None = None,
+                 setting: str | None = None):
+        """``setting``: the config key or flag that chose ``base_url`` (``judge.base_url``…),
+        named beside the URL in every error."""
         self.base_url = base_url.rstrip("/")
+        self.setting = setting
         self.model = model
         self.api_key_env = api_key_env
         self.timeout_s = timeout_s
@@ -60,6 +64,10 @@ class HTTPBackend:
         """Identifies the model behind the calls (part of every cache key); no secrets. The
         URL is left out: the same model served from another host or port reuses paid work."""
         return f"{self.kind}:{self.model}"
+
+    def where(self, url: str | None = None) -> str:
+        """``url`` (default the base URL) and the setting that chose it, for messages."""
+        return f"{url or self.base_url}" + (f" ({self.setting})" if self.setting else "")
 
     def _api_key(self) -> str | None:
         if not self.api_key_env:
@@ -133,20 +141,24 @@ class HTTPBackend:
         try:
             reply = await self._http().request(method, url, headers=headers, json=body)
         except httpx.TimeoutException as exc:
-            raise TransientError(f"timeout after {self.timeout_s:g}s", "timeout") from exc
+            raise TransientError(f"timeout after {self.timeout_s:g}s at {self.where(url)}",
+                                 "timeout") from exc
         except httpx.TransportError as exc:  # refused, reset, dropped mid-response
-            raise TransientError(f"connection error ({type(exc).__name__})", "connection"
-                                 ) from exc
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise TransientError(f"connection error ({detail}) at {self.where(url)}",
+                                 "connection") from exc
         if reply.status_code in RETRYABLE_STATUS:
-            raise TransientError(f"HTTP {reply.status_code}", f"http_{reply.status_code}",
+            raise TransientError(f"HTTP {reply.status_code} at {self.where(url)}",
+                                 f"http_{reply.status_code}",
                                  parse_retry_after(reply.headers.get("retry-after")))
         if reply.status_code >= 400:
-            raise PermanentError(f"HTTP {reply.status_code} from {url}: {reply.text[:300]}")
+            raise PermanentError(f"HTTP {reply.status_code} from {self.where(url)}: "
+                                 f"{reply.text[:300]}")
         try:
             return parse(reply.text if getattr(parse, "raw", False) else reply.json())
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise TransientError(f"unparseable response body ({type(exc).__name__})",
-                                 "bad_body") from exc
+            raise TransientError(f"unparseable response body ({type(exc).__name__}) at "
+                                 f"{self.where(url)}", "bad_body") from exc
 
     def _build(self, request: LLMRequest) -> tuple[str, dict, dict]:
         raise NotImplementedError

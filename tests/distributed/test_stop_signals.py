@@ -67,7 +67,8 @@ def attempt(toy_config, run: Path, holds: Path, point: str, sig: signal.Signals,
     held = holds / f"{point}.held"
     wait_until(held.exists, proc, what=f"the run to reach {point}")
     os.killpg(proc.pid, sig)  # every process of the group: the trainer and its helpers
-    time.sleep(0.3)
+    signalled = holds / f"{point}.signalled"
+    wait_until(signalled.exists, proc, what=f"{sig.name} to reach the rank held at {point}")
     held.unlink()
     code = finish(proc, timeout=300)
     return code, log.read_text()

@@ -14,7 +14,13 @@ drop       the connection closes without a response
 bad_json   HTTP 200 whose body is not JSON
 no_tags    a valid completion whose text lacks the ``<content>`` tags
 truncated  a valid completion cut short, ``finish_reason: length``
+garbage    a valid completion of random words (no JSON, tags or verdict: a weak model)
 ========== =====================================================================
+
+Like a real server it can also be down or wrong: ``--served-model-name NAME`` makes it serve
+only that model (``GET /v1/models`` lists it, with ``--max-model-len``, as vLLM does; any other
+model gets vLLM's 404), ``--die-after N`` ends the process after N delivered completions (a
+server killed mid-run), ``--hang`` never answers anything (a stuck server).
 
 Whether a request is faulted depends only on (request body, how many times this body was seen)
 and ``--seed``, so a run is reproducible and every retry eventually succeeds (``--fail-first N``
@@ -36,6 +42,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import re
 import socket
@@ -44,7 +51,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULTS = ("429", "500", "timeout", "drop", "bad_json", "no_tags", "truncated")
+FAULTS = ("429", "500", "timeout", "drop", "bad_json", "no_tags", "truncated", "garbage")
 WORDS = ("the model weighs its guidance and explains why oversight matters while it helps "
          "users carefully and honestly with clear reasons for each choice it makes").split()
 
@@ -143,6 +150,9 @@ class State:
     def deliver(self, digest: str) -> None:
         with self.lock:
             self.delivered[digest] = self.delivered.get(digest, 0) + 1
+            total = sum(self.delivered.values())
+        if self.args.die_after and total >= self.args.die_after:
+            os._exit(0)  # killed: no goodbye to anyone
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -168,6 +178,12 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def do_GET(self):
+        if self.state.args.hang:
+            time.sleep(3600)
+        if self.path == "/v1/models" and self.state.args.served_model_name:
+            return self._send(200, json.dumps({"object": "list", "data": [
+                {"id": self.state.args.served_model_name, "object": "model",
+                 "owned_by": "vllm", "max_model_len": self.state.args.max_model_len}]}).encode())
         if self.path.startswith("/v1/messages/batches/"):
             return self._batch_get(self.path[len("/v1/messages/batches/"):])
         if self.path != "/stats":
@@ -235,7 +251,14 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except json.JSONDecodeError:
             return self._send(400, b'{"error": "request body is not JSON"}')
+        if self.state.args.hang:
+            time.sleep(3600)
         anthropic = "/messages" in self.path
+        served = self.state.args.served_model_name
+        if served and body.get("model") != served:
+            return self._send(404, json.dumps({"error": {
+                "message": f"The model `{body.get('model')}` does not exist.",
+                "type": "NotFoundError", "param": None, "code": 404}}).encode())
         if anthropic and not self.headers.get("x-api-key"):
             return self._send(401, b'{"type": "error", "error": {"type": "authentication_error"}}')
         if self.path.endswith("/messages/batches"):
@@ -261,6 +284,9 @@ class Handler(BaseHTTPRequestHandler):
             text = re.sub(r"</?content>", "", text)
         elif fault == "truncated":
             text, finish = text[: len(text) // 2], "length"
+        elif fault == "garbage":
+            rng = random.Random(digest)
+            text = " ".join(rng.choices(WORDS, k=40))
         usage_in, usage_out = len(prompt.split()), len(text.split())
         if anthropic:
             payload = anthropic_message(digest, body["model"], text, finish, usage_in, usage_out)
@@ -285,8 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--fault-rate", type=float, default=0.0)
-    parser.add_argument("--faults", default=",".join(FAULTS), help="comma list of " +
-                        ",".join(FAULTS))
+    parser.add_argument("--faults", default=",".join(f for f in FAULTS if f != "garbage"),
+                        help="comma list of " + ",".join(FAULTS) + " (default: all but garbage)")
     parser.add_argument("--stall", type=float, default=5.0, help="seconds a timeout fault waits")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fail-first", type=int, default=0,
@@ -298,6 +324,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="fraction of batch results that come back errored")
     parser.add_argument("--dup-rate", type=float, default=0.0,
                         help="fraction of documents that copy one of five shared texts")
+    parser.add_argument("--served-model-name", help="serve only this model (vLLM's 404 for "
+                        "others; GET /v1/models lists it)")
+    parser.add_argument("--max-model-len", type=int, default=4096,
+                        help="the context GET /v1/models reports (with --served-model-name)")
+    parser.add_argument("--die-after", type=int, default=0,
+                        help="exit after this many delivered completions (a killed server)")
+    parser.add_argument("--hang", action="store_true", help="never answer anything")
     args = parser.parse_args(argv)
     args.faults = [f for f in args.faults.split(",") if f]
     unknown = set(args.faults) - set(FAULTS)

@@ -48,7 +48,9 @@ def test_failure_is_contained_and_rerun_does_only_the_rest(tmp_path):
         assert time.monotonic() < end
         time.sleep(0.1)
     os.killpg(run.pid, signal.SIGINT)
-    time.sleep(0.3)
+    while not (holds / "step:1.signalled").exists() and run.poll() is None:
+        assert time.monotonic() < end
+        time.sleep(0.1)
     (holds / "step:1.held").unlink()
     stdout, stderr = run.communicate(timeout=300)
     assert run.returncode == 130, stdout[-2000:] + stderr[-2000:]

@@ -53,11 +53,11 @@ class Study:
     root: Path
     resources: str
     overrides: list[str]
-    actions: dict[str, list[str]]  # hold point -> scancel arguments (job id appended)
+    actions: dict[str, list[str]]  # hold point -> scancel arguments (job id appended) or ["from-slurm"]
     env: dict = field(default_factory=dict)
     slurm: str = "{cluster: local}"
     proc: subprocess.Popen | None = None
-    waiting_for: str | None = None  # a log line the next release waits for
+    signalled: set = field(default_factory=set)  # hold points the test has signalled
 
     @property
     def holds(self) -> Path:
@@ -110,18 +110,17 @@ slurm: {self.slurm}
                        for p in sorted((self.out / "logs").glob("midtrain-*.log")))
 
     def step(self) -> None:
-        """Act on a hold that has been reached: signal as told, then release it."""
+        """Act on a hold that has been reached: signal as told (or, for ``from-slurm``, let Slurm
+        signal), then release it once the signal has reached the held rank."""
         for point, action in self.actions.items():
             held = self.holds / f"{point}.held"
             if not held.exists():
                 continue
-            if action[0] == "wait-log":  # let Slurm deliver it; release once it has
-                if action[1] not in self.log():
-                    return
-            else:
+            if action[0] != "from-slurm" and point not in self.signalled:
                 subprocess.run(["scancel", *action, self.job()], check=True)
-                time.sleep(0.5)
-            held.unlink()
+                self.signalled.add(point)
+            if (self.holds / f"{point}.signalled").exists():
+                held.unlink()
 
 
 def drive(studies: list[Study], timeout: float) -> None:
@@ -185,7 +184,7 @@ def matrix_rows(study: Study, ref: float, layout: str) -> list[str]:
     for point, action in study.actions.items():
         kind, n = point.split(":")
         how = ("USR1 from Slurm's own `--signal=B:USR1@70` before `--time=2`"
-               if action[0] == "wait-log" else HOW[tuple(action)])
+               if action[0] == "from-slurm" else HOW[tuple(action)])
         if int(n) == STEPS:
             outcome = "completed, exit 0 (the run was done)"
         else:
@@ -223,7 +222,7 @@ def test_fault_matrix_on_two_nodes(slurm_cluster, tmp_path):
                   "step:25": ["--signal=TERM"],
                   "async_save:30": ["--batch", "--signal=USR1"]}),
         Study("time-limit", tmp_path / "limit", "{nodes: 1, tasks_per_node: 1, time: '00:02:00'}",
-              [], {"step:5": ["wait-log", "asking the ranks to checkpoint"]},
+              [], {"step:5": ["from-slurm"]},
               slurm="{cluster: local, signal_seconds: 70}"),
         Study("dp2-2nodes-rank-killed", tmp_path / "dp2", two_nodes, [], {},
               env={"MSM_FAULT_KILL": "after_save:10@rank1", "MSM_SRUN_WAIT": "10"}),
@@ -247,6 +246,7 @@ def test_fault_matrix_on_two_nodes(slurm_cluster, tmp_path):
     assert "stopped by SIGTERM at step 20" in studies[0].log()
     assert "stopped by SIGTERM at step 25" in studies[1].log()
     assert "stopped by SIGUSR1 at step 5" in studies[2].log()
+    assert "asking the ranks to checkpoint" in studies[2].log()  # Slurm's USR1 reached the script
 
     # the killed rank fails its stage; the dependents are cancelled and named
     killed = studies[3]
