@@ -96,7 +96,8 @@ def incomplete_message(command: str, reports, endpoint: str, knobs: Knobs,
             causes[f"{kind}: {_cause(failure['error'])}"] += 1
         listed = ", ".join(f"{n} {cause}" for cause, n in causes.most_common())
         parts.append(f"stage '{r.stage}' produced {r.succeeded} of {r.jobs} ({listed})")
-    text = f"{command} is incomplete: " + "; ".join(parts) + f". Endpoint: {endpoint} ({knobs.url})."
+    text = (f"{command} is incomplete: " + "; ".join(parts)
+            + f". Endpoint: {endpoint} ({knobs.url}).")
     if "transport" in kinds:
         text += (" Transport failures are worth a rerun: completed calls are cached and the same "
                  "command buys only the missing ones; if they persist, check that the server "

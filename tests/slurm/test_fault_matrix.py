@@ -53,7 +53,8 @@ class Study:
     root: Path
     resources: str
     overrides: list[str]
-    actions: dict[str, list[str]]  # hold point -> scancel arguments (job id appended) or ["from-slurm"]
+    # hold point -> scancel arguments (job id appended), or ["from-slurm"]: Slurm signals
+    actions: dict[str, list[str]]
     env: dict = field(default_factory=dict)
     slurm: str = "{cluster: local}"
     proc: subprocess.Popen | None = None
