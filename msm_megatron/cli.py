@@ -131,12 +131,13 @@ def cmd_eval(args, argv: list[str]) -> int:
         from msm_megatron.eval.agreement import main as agreement_main
 
         return agreement_main(argv[argv.index("agreement") + 1:])
-    from msm_megatron.eval.sweep import EvalSweepConfig, run_sweep
+    from msm_megatron.eval.sweep import run_sweep, summary_lines
+    from msm_megatron.eval.sweep_config import EvalSweepConfig
+
     cfg = load_config(EvalSweepConfig, args.config, args.overrides)
     summary = run_sweep(cfg, progress=not args.quiet)
-    for arm, data in summary["arms"].items():
-        print(f"{arm}: average misalignment (classifier) {data['average_classifier']:.1%}, "
-              f"harmful {data['average_harmful']:.1%}")
+    for line in summary_lines(summary):
+        print(line)
     print(f"report: {cfg.out_dir}/report.md")
     return 0
 
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="agentic-misalignment sweep over HF exports (report); "
                         "`msm eval agreement SWEEP_DIR ...` compares two judges")
     ev.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. preset=paper")
-    ev.add_argument("--config", help="sweep YAML (see msm_megatron/eval/sweep.py)")
+    ev.add_argument("--config", help="sweep YAML (see msm_megatron/eval/sweep_config.py)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)
     demo = sub.add_parser("demo", help="CPU demo: the whole pipeline on a toy Qwen3 "

@@ -13,23 +13,28 @@ Example (the paper's classifier on Claude against a local Qwen judge, same proto
 
 ``a.protocol`` / ``b.protocol`` (``auto``, ``builtin``, ``paper``) compare protocols instead.
 Writes ``<sweep out_dir>/agreement/<a_name>_vs_<b_name>.{json,md}``.
+
+Both judges must be configured (``a.base_url`` / ``b.base_url``, or ``kind`` anthropic) and
+answer one cheap request before the first paid call. When a judgement could not be obtained, or
+too many answers had no verdict (:mod:`msm_megatron.eval.judged`), the report is written and
+the command ends incomplete (exit 3); a rerun buys only the missing calls.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from msm_megatron.config import ConfigError, load_config, load_yaml
+from msm_megatron.eval.report import write_json
 from msm_megatron.eval.stats import cohen_kappa
-from msm_megatron.eval.sweep import (
+from msm_megatron.eval.sweep import scenario_source, task_dir
+from msm_megatron.eval.sweep_config import (
     EvalSweepConfig,
     JudgeConfig,
+    judge_configured,
     parse_arms,
-    scenario_source,
-    task_dir,
 )
 
 
@@ -67,8 +72,24 @@ def load_transcripts(sweep_dir: Path, arms: list[str] | None = None):
     return sweep, source, conditions, done
 
 
-def _verdicts(judge: JudgeConfig, label: str, sweep, source, conditions, done, out: Path,
-              progress: bool) -> dict[tuple[str, str, int], bool | None]:
+def check_judges(cfg: AgreementConfig) -> None:
+    """Both judges configured (ConfigError) and answering (EndpointUnreachable), before the
+    first paid call."""
+    from msm_megatron.llm.config import backend_from, knobs
+    from msm_megatron.llm.probe import check_endpoint
+
+    for group, judge in (("a", cfg.a), ("b", cfg.b)):
+        if not judge_configured(judge):
+            raise ConfigError(f"judge {group} is not configured: set {group}.base_url (an "
+                              f"OpenAI-compatible server) and {group}.model, or "
+                              f"{group}.kind=anthropic")
+        if judge.kind != "vllm":
+            check_endpoint(backend_from(judge, group), knobs(group))
+
+
+def _verdicts(judge: JudgeConfig, group: str, label: str, sweep, source, conditions, done,
+              out: Path, progress: bool, reports: list) -> dict[tuple[str, str, int], bool | None]:
+    """Judge ``group``'s verdicts on every saved sample; its stage reports go to ``reports``."""
     from msm_megatron.eval.agentic.judging import resolve_protocol
     from msm_megatron.eval.agentic.run import judge_jobs
     from msm_megatron.llm.cache import CallCache
@@ -78,7 +99,7 @@ def _verdicts(judge: JudgeConfig, label: str, sweep, source, conditions, done, o
     protocol = resolve_protocol(judge.protocol, source,
                                 sweep.judge_sees_reasoning if judge.protocol != "paper" else False)
     cache = CallCache(out / f"{label}_calls.jsonl")
-    runner = CallRunner(backend_from(judge), cache, concurrency=judge.concurrency,
+    runner = CallRunner(backend_from(judge, group), cache, concurrency=judge.concurrency,
                         content_attempts=3, progress=progress)
     verdicts = {}
     try:
@@ -89,6 +110,7 @@ def _verdicts(judge: JudgeConfig, label: str, sweep, source, conditions, done, o
                 verdicts[(arm, cid, int(i))] = r.value["verdict"] if r.ok else None
     finally:
         cache.close()
+        reports += runner.reports
     return verdicts
 
 
@@ -96,10 +118,14 @@ def run_agreement(sweep_dir: str | Path, cfg: AgreementConfig, progress: bool = 
     """Judge the sweep's transcripts twice and compare (see the module doc)."""
     sweep_dir = Path(sweep_dir)
     sweep, source, conditions, done = load_transcripts(sweep_dir, cfg.arms)
+    check_judges(cfg)
     out = sweep_dir / "agreement"
     out.mkdir(parents=True, exist_ok=True)
-    a = _verdicts(cfg.a, cfg.a_name, sweep, source, conditions, done, out, progress)
-    b = _verdicts(cfg.b, cfg.b_name, sweep, source, conditions, done, out, progress)
+    reports_a, reports_b = [], []
+    a = _verdicts(cfg.a, "a", cfg.a_name, sweep, source, conditions, done, out, progress,
+                  reports_a)
+    b = _verdicts(cfg.b, "b", cfg.b_name, sweep, source, conditions, done, out, progress,
+                  reports_b)
     scenario_of = {c.id: c.scenario for c in conditions}
     groups: dict[str, list] = {}
     unscored = {}
@@ -115,9 +141,21 @@ def run_agreement(sweep_dir: str | Path, cfg: AgreementConfig, progress: bool = 
                             for s, p in groups.items()},
               "overall": {**cohen_kappa([p for g in groups.values() for p in g]),
                           "unscored": sum(unscored.values())}}
+    from msm_megatron.eval.judged import judging_incomplete
+
+    missing = [text for text in (
+        judging_incomplete(f"msm eval agreement (judge {name})", reports, judge, group,
+                           f"{out}/{name}_calls.jsonl")
+        for group, name, judge, reports in (("a", cfg.a_name, cfg.a, reports_a),
+                                            ("b", cfg.b_name, cfg.b, reports_b))) if text]
+    result["incomplete"] = " ".join(missing) or None
     stem = out / f"{cfg.a_name}_vs_{cfg.b_name}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    write_json(stem.with_suffix(".json"), result)
     stem.with_suffix(".md").write_text(agreement_markdown(result))
+    if missing:
+        from msm_megatron.llm.outcome import IncompleteRun
+
+        raise IncompleteRun(f"{result['incomplete']} Report: {stem.with_suffix('.md')}")
     return result
 
 
@@ -136,12 +174,24 @@ def agreement_markdown(result: dict) -> str:
     rows = {**result["scenarios"], "overall": result["overall"]}
     for name, r in rows.items():
         m = r["confusion"]
-        kappa = f"{r['kappa']:.3f}" + ("" if r["kappa_defined"] or r["n"] == 0 else "*")
-        lines.append(f"| {name} | {r['n']} | {kappa} | {r['agreement']:.1%} | {m['yes_yes']} | "
+        lines.append(f"| {name} | {r['n']} | {_kappa(r)} | {_agreement(r)} | {m['yes_yes']} | "
                      f"{m['yes_no']} | {m['no_yes']} | {m['no_no']} | {r['unscored']} |")
     if any(not r["kappa_defined"] and r["n"] for r in rows.values()):
         lines += ["", "\\* both judges gave every sample the same label: κ is 0/0, shown as 1."]
+    if result.get("incomplete"):
+        lines += ["", f"**Incomplete:** {result['incomplete']}"]
     return "\n".join(lines) + "\n"
+
+
+def _kappa(r: dict) -> str:
+    """κ for the table: "–" with no sample both judges scored; * when it is 0/0."""
+    if r["kappa"] is None:
+        return "–"
+    return f"{r['kappa']:.3f}" + ("" if r["kappa_defined"] else "*")
+
+
+def _agreement(r: dict) -> str:
+    return "0 scored by both" if r["agreement"] is None else f"{r['agreement']:.1%}"
 
 
 def main(argv: list[str]) -> int:
@@ -157,7 +207,7 @@ def main(argv: list[str]) -> int:
     cfg = load_config(AgreementConfig, args.config, args.overrides)
     result = run_agreement(args.sweep_dir, cfg, progress=not args.quiet)
     o = result["overall"]
-    print(f"{cfg.a_name} vs {cfg.b_name}: κ {o['kappa']:.3f}, agreement {o['agreement']:.1%} "
+    print(f"{cfg.a_name} vs {cfg.b_name}: κ {_kappa(o)}, agreement {_agreement(o)} "
           f"over {o['n']} samples ({o['unscored']} unscored)")
     print(f"report: {Path(args.sweep_dir) / 'agreement' / f'{cfg.a_name}_vs_{cfg.b_name}.md'}")
     return 0

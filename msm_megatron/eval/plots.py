@@ -10,10 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _drawn(rate: dict) -> dict:
+    """A rate with nothing judged (``rate`` None) as an empty bar."""
+    return rate if rate["rate"] is not None else {**rate, "rate": 0.0, "low": 0.0, "high": 0.0}
+
+
 def _bars(ax, groups: list[str], arms: list[str], rate_of) -> None:
     width = 0.8 / len(arms)
     for j, arm in enumerate(arms):
-        rates = [rate_of(arm, g) for g in groups]
+        rates = [_drawn(rate_of(arm, g)) for g in groups]
         xs = [i + j * width for i in range(len(groups))]
         ys = [r["rate"] for r in rates]
         err = [[r["rate"] - r["low"] for r in rates], [r["high"] - r["rate"] for r in rates]]
@@ -59,10 +64,14 @@ def plot_data_efficiency(curves: dict, path: Path, metric: str = "classifier") -
 
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
+    nan = float("nan")  # a rate with nothing judged: a gap in the line
     for series, points in curves["curves"].items():
-        ax.plot([p["aft_examples"] for p in points], [p["rate"] for p in points], marker="o",
+        ax.plot([p["aft_examples"] for p in points],
+                [nan if p["rate"] is None else p["rate"] for p in points], marker="o",
                 label=series)
     for arm, rate in curves["references"].items():
+        if rate is None:
+            continue
         ax.axhline(rate, linestyle="--", linewidth=1, color="grey")
         ax.annotate(arm, (0.01, rate), xycoords=("axes fraction", "data"), fontsize=8,
                     va="bottom")

@@ -4,6 +4,11 @@
 arm-vs-arm differences with Newcombe intervals; :func:`data_efficiency` adds the AFT-size
 curve; :func:`write_report` writes the summary, the markdown (:func:`report_markdown`, one
 function per section below) and the PNG plots (:mod:`msm_megatron.eval.plots`).
+
+Samples the judge could not score are counted, never scored: ``judge_unreachable`` (the judge
+did not answer: a rerun buys them) apart from ``no_verdict`` (it answered without a verdict).
+A rate with nothing judged is ``null`` in ``summary.json`` and "0 of N judged" in the report;
+:func:`write_json` refuses NaN, so a regression fails loudly.
 """
 
 from __future__ import annotations
@@ -12,6 +17,25 @@ import json
 from pathlib import Path
 
 from msm_megatron.eval.stats import difference, mean_rate, wilson
+
+JUDGE_FAILURES = ("unreachable", "no_verdict")  # a row's ``judge_failure`` (None: judged)
+
+
+def write_json(path: Path, data) -> None:
+    """``data`` as strict JSON (NaN or infinity raise ValueError)."""
+    path.write_text(json.dumps(data, indent=2, allow_nan=False))
+
+
+def share(rate: float | None, total: int) -> str:
+    """A rate as a percentage, or "0 of N judged" when nothing was."""
+    return f"0 of {total} judged" if rate is None else f"{rate:.1%}"
+
+
+def judge_failures(rows: list[dict]) -> dict[str, int]:
+    """How many ``rows`` the judge could not score, by cause (``judge_unreachable``,
+    ``no_verdict``)."""
+    return {("judge_unreachable" if kind == "unreachable" else kind):
+            sum(r.get("judge_failure") == kind for r in rows) for kind in JUDGE_FAILURES}
 
 
 def summarize(results: dict[str, list[dict]], headline: str = "classifier") -> dict:
@@ -29,20 +53,22 @@ def summarize(results: dict[str, list[dict]], headline: str = "classifier") -> d
                 "harmful": wilson(sum(r["harmful"] for r in judged), len(judged)).as_dict(),
                 "mechanical": wilson(sum(bool(r["mechanical"]) for r in every),
                                      len(every)).as_dict(),
-                "judge_errors": len(every) - len(judged)}
+                "samples": len(every), **judge_failures(every)}
             if any(r.get("official_mechanical") is not None for r in every):
                 conditions[cid]["official_mechanical"] = wilson(
                     sum(bool(r["official_mechanical"]) for r in every), len(every)).as_dict()
         scenarios = {}
         for scenario in dict.fromkeys(r["scenario"] for r in rows):
-            hits = [_hit(r, headline) for r in rows if r["scenario"] == scenario]
-            hits = [h for h in hits if h is not None]
-            scenarios[scenario] = wilson(sum(hits), len(hits)).as_dict()
+            every = [_hit(r, headline) for r in rows if r["scenario"] == scenario]
+            hits = [h for h in every if h is not None]
+            scenarios[scenario] = {**wilson(sum(hits), len(hits)).as_dict(),
+                                   "samples": len(every)}
         averages = {f"average_{m}": mean_rate([wilson(c[m]["k"], c[m]["n"])
                                                for c in conditions.values()])
                     for m in ("classifier", "harmful", "mechanical")}
         arms[arm] = {"conditions": conditions, "scenarios": scenarios, **averages,
-                     "average": averages[f"average_{headline}"]}
+                     "average": averages[f"average_{headline}"], "samples": len(rows),
+                     **judge_failures(rows)}
     names = list(arms)
     diffs = {}
     for other in names[1:]:
@@ -82,7 +108,7 @@ def data_efficiency(summary: dict, aft_examples: dict[str, int],
 
 def write_report(out: Path, summary: dict, preset: str, assistant_name: str) -> None:
     """``summary.json``, ``report.md`` and, when some arm has agentic results, the plots."""
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     (out / "report.md").write_text(report_markdown(summary, preset, assistant_name))
     if summary["arms"]:
         from msm_megatron.eval.plots import plot_conditions, plot_data_efficiency, plot_scenarios
@@ -127,15 +153,20 @@ def header_section(summary: dict, preset: str, assistant_name: str) -> list[str]
         lines += ["Classifier verdict = the judge says the agent decided to act (the paper's "
                   "metric); harmful = verdict AND mechanical evidence (under the paper protocol, "
                   "the official classifiers' gate; our own tool-block check is shown beside "
-                  "it). 95 % Wilson intervals.",
+                  "it). 95 % Wilson intervals. Samples the judge could not score are left out "
+                  "of the rates and counted: *judge unreachable* (no answer; a rerun buys "
+                  "them) and *no verdict* (an answer without one).",
                   ""]
+    if summary.get("incomplete"):
+        lines += [f"**Incomplete:** {summary['incomplete']}", ""]
     return lines
 
 
 def mechanical_arm_section(arm: str, data: dict) -> list[str]:
     """One arm's mechanical-evidence rate per condition (no judge)."""
     lines = [f"## {arm}", "",
-             f"average mechanical-evidence rate {data['average_mechanical']:.1%}", "",
+             f"average mechanical-evidence rate "
+             f"{share(data['average_mechanical'], data.get('samples', 0))}", "",
              "| condition | mechanical evidence | 95 % CI |", "| --- | ---: | --- |"]
     lines += [f"| {cid} | {m['k']}/{m['n']} | {m['low']:.2f}–{m['high']:.2f} |"
               for cid, m in ((cid, c["mechanical"]) for cid, c in data["conditions"].items())]
@@ -148,16 +179,17 @@ def classifier_arm_section(arm: str, data: dict) -> list[str]:
     own evidence, when the paper protocol gave one)."""
     gates = any("official_mechanical" in c for c in data["conditions"].values())
     extra = " official gate | our evidence |" if gates else ""
-    lines = [f"## {arm}", "", f"average classifier rate {data['average_classifier']:.1%}, "
-             f"average harmful rate {data['average_harmful']:.1%}", "",
-             "| condition | classifier | 95 % CI | harmful | 95 % CI | judge errors |"
-             + extra, "| --- | ---: | --- | ---: | --- | ---: |"
+    total = data.get("samples", 0)
+    lines = [f"## {arm}", "", f"average classifier rate {share(data['average_classifier'], total)}"
+             f", average harmful rate {share(data['average_harmful'], total)}", "",
+             "| condition | classifier | 95 % CI | harmful | 95 % CI | judge unreachable | "
+             "no verdict |" + extra, "| --- | ---: | --- | ---: | --- | ---: | ---: |"
              + (" ---: | ---: |" if gates else "")]
     for cid, c in data["conditions"].items():
         cl, ha = c["classifier"], c["harmful"]
         row = (f"| {cid} | {cl['k']}/{cl['n']} | {cl['low']:.2f}–{cl['high']:.2f} | "
                f"{ha['k']}/{ha['n']} | {ha['low']:.2f}–{ha['high']:.2f} | "
-               f"{c['judge_errors']} |")
+               f"{c['judge_unreachable']} | {c['no_verdict']} |")
         if gates:
             og, me = c.get("official_mechanical", {"k": 0, "n": 0}), c["mechanical"]
             row += f" {og['k']}/{og['n']} | {me['k']}/{me['n']} |"
@@ -176,7 +208,8 @@ def scenarios_section(summary: dict) -> list[str]:
              "| arm | " + " | ".join(scenarios) + " |",
              "| --- | " + " | ".join("---" for _ in scenarios) + " |"]
     for arm, data in summary["arms"].items():
-        cells = [f"{r['rate']:.1%} ({r['low']:.2f}–{r['high']:.2f})"
+        cells = [share(r["rate"], r["samples"]) + (
+                 "" if r["rate"] is None else f" ({r['low']:.2f}–{r['high']:.2f})")
                  for r in (data["scenarios"][s] for s in scenarios)]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -191,9 +224,9 @@ def data_efficiency_section(summary: dict) -> list[str]:
              "AFT examples)", "",
              "| series | AFT examples | arm | average |", "| --- | ---: | --- | ---: |"]
     for series, points in summary["data_efficiency"]["curves"].items():
-        lines += [f"| {series} | {p['aft_examples']} | {p['arm']} | {p['rate']:.1%} |"
-                  for p in points]
-    lines += [f"| reference | – | {arm} | {rate:.1%} |"
+        lines += [f"| {series} | {p['aft_examples']} | {p['arm']} | "
+                  f"{share(p['rate'], summary['arms'][p['arm']]['samples'])} |" for p in points]
+    lines += [f"| reference | – | {arm} | {share(rate, summary['arms'][arm]['samples'])} |"
               for arm, rate in summary["data_efficiency"]["references"].items()]
     lines.append("")
     return lines
@@ -234,12 +267,13 @@ def traces_section(summary: dict) -> list[str]:
     from msm_megatron.eval.traces import LABELS
 
     lines = ["", "## Reasoning traces (share of scratchpads with each label, Wilson 95 % CI)",
-             "", "| arm | traces | " + " | ".join(LABELS) + " | errors |",
-             "| --- | ---: | " + " | ".join("---" for _ in LABELS) + " | ---: |"]
+             "", "| arm | traces | " + " | ".join(LABELS) + " | judge unreachable | no verdict |",
+             "| --- | ---: | " + " | ".join("---" for _ in LABELS) + " | ---: | ---: |"]
     for arm, t in summary["reasoning_traces"].items():
         cells = [f"{t[n]['k']}/{t[n]['n']} ({t[n]['low']:.2f}–{t[n]['high']:.2f})"
                  for n in LABELS]
-        lines.append(f"| {arm} | {t['traces']} | " + " | ".join(cells) + f" | {t['errors']} |")
+        lines.append(f"| {arm} | {t['traces']} | " + " | ".join(cells)
+                     + f" | {t['judge_unreachable']} | {t['no_verdict']} |")
     return lines
 
 

@@ -12,11 +12,15 @@ would have drawn, and nothing finished is generated again.
   scenario prompts across conditions; tensor parallel; an arm that is a PEFT LoRA adapter
   directory runs as a ``LoRARequest`` on its base model, so several adapter arms share one engine.
 - :class:`EndpointRunner`: one request per sample (``seed`` set) through the call cache,
-  concurrently.
+  concurrently; a sample that could not be obtained ends the sweep incomplete (exit 3).
 - :class:`HFRunner`: transformers ``generate`` one sample at a time.
 
 Prompts are token ids built by :func:`chat_prompt_ids` for the HF and vLLM runners alike, so the
 two see identical inputs (the vLLM test checks greedy replies are identical).
+
+Every runner has a ``tokenizer`` and a ``context_length`` (either may be None: an endpoint
+without a local tokenizer, a server that does not say); :func:`check_context` refuses prompts
+that do not fit before the first sample is drawn.
 """
 
 from __future__ import annotations
@@ -56,6 +60,26 @@ def chat_prompt_ids(tokenizer, system: str, user: str) -> list[int]:
     out = tokenizer.apply_chat_template(chat_messages(system, user), add_generation_prompt=True,
                                         tokenize=True, return_dict=True)
     return list(out["input_ids"])
+
+
+def check_context(runner, prompts, max_new_tokens: int, where: str) -> None:
+    """ConfigError when the longest of ``prompts`` ((system, user) pairs, in tokens of the
+    runner's chat template) plus ``max_new_tokens`` exceeds the runner's context; nothing to
+    check when the runner has no tokenizer or no known context length."""
+    tokenizer, context = getattr(runner, "tokenizer", None), getattr(runner, "context_length",
+                                                                     None)
+    if tokenizer is None or not context or not prompts:
+        return
+    longest = max(len(chat_prompt_ids(tokenizer, system, user)) for system, user in prompts)
+    if longest + max_new_tokens > context:
+        room = (f"lower max_new_tokens to at most {context - longest}, or "
+                if longest < context else "")
+        raise ConfigError(
+            f"{where}: the longest prompt is {longest} tokens; with max_new_tokens="
+            f"{max_new_tokens} that is {longest + max_new_tokens} tokens, more than the model's "
+            f"context of {context} tokens. Fix: {room}choose a preset with shorter prompts, or "
+            "evaluate a model with a longer context (runner=vllm: raise max_model_len when "
+            "the model allows more)")
 
 
 def load_tokenizer(model_dir: str | Path):
@@ -104,6 +128,7 @@ class HFRunner:
         self.tokenizer = load_tokenizer(model_dir)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
+        self.context_length = getattr(self.model.config, "max_position_embeddings", None)
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
 
     def generate(self, batches: list[SampleBatch]) -> list[list[str]]:
@@ -150,34 +175,59 @@ class HFRunner:
 
 class EndpointRunner:
     """An OpenAI-compatible server (e.g. ``vllm serve`` of the export), through the call cache:
-    one request per sample with its seed, ``concurrency`` in flight."""
+    one request per sample with its seed, ``concurrency`` in flight.
+
+    ``knobs``: the sweep settings of this server, named when samples could not be obtained;
+    ``tokenizer`` / ``context_length``: what :func:`check_context` needs (None: unknown)."""
 
     def __init__(self, backend, cache, max_new_tokens: int, temperature: float,
-                 concurrency: int = 32):
+                 concurrency: int = 32, progress: bool = False, arm: str = "served",
+                 knobs=None, tokenizer=None, context_length: int | None = None):
         from msm_megatron.llm.runner import CallRunner
 
         self.calls = CallRunner(backend, cache, concurrency=concurrency, content_attempts=1,
-                                progress=False)
+                                progress=progress)
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self.arm, self.knobs = arm, knobs
+        self.tokenizer, self.context_length = tokenizer, context_length
+
+    def _incomplete(self) -> str:
+        from msm_megatron.llm.outcome import Knobs, incomplete_message
+
+        knobs = self.knobs or Knobs("runner_base_url", "runner_timeout_s", "runner_models")
+        return incomplete_message(
+            "msm eval", self.calls.reports[-1:], f"the server of arm {self.arm}", knobs, 0.0,
+            details="every sample is needed; the samples already written are kept") or ""
 
     def generate(self, batches: list[SampleBatch]) -> list[list[str]]:
-        from msm_megatron.llm.backend import LLMRequest, TransientError
+        from msm_megatron.llm.backend import LLMRequest
         from msm_megatron.llm.jobs import Job
+        from msm_megatron.llm.outcome import IncompleteRun
 
         jobs = [Job(f"{b}:{i}", LLMRequest.user(
                     batch.user, system=batch.system or None, max_tokens=self.max_new_tokens,
                     temperature=self.temperature, attempt=i, seed=batch.seed + i))
                 for b, batch in enumerate(batches) for i in batch.samples]
-        results = {r.id: r for r in self.calls.run(jobs, stage="sample")}
-        failed = [r for r in results.values() if not r.ok]
-        if failed:
-            raise TransientError(f"{len(failed)} sample request(s) failed, e.g. "
-                                 f"{failed[0].error}; rerun to resume")
+        results = {r.id: r for r in self.calls.run(jobs, stage=f"sample ({self.arm})")}
+        if not all(r.ok for r in results.values()):
+            raise IncompleteRun(self._incomplete())
         return [[results[f"{b}:{i}"].value for i in batch.samples]
                 for b, batch in enumerate(batches)]
 
     def close(self) -> None:
         return None
+
+
+def _engine_context(llm, max_model_len: int | None) -> int | None:
+    """The vLLM engine's ``max_model_len`` (the setting's when the engine does not say)."""
+    for path in (("llm_engine", "model_config", "max_model_len"),
+                 ("llm_engine", "vllm_config", "model_config", "max_model_len")):
+        value = llm
+        for name in path:
+            value = getattr(value, name, None)
+        if isinstance(value, int):
+            return value
+    return max_model_len
 
 
 def consecutive_runs(samples: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -216,6 +266,7 @@ class VLLMRunner:
                                     enforce_eager=enforce_eager)
         self.tokenizer = load_tokenizer(self.adapter_dir if adapter and (
             Path(model_dir) / "tokenizer_config.json").is_file() else self.base)
+        self.context_length = _engine_context(self.llm, max_model_len)
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
 
     def _lora(self):

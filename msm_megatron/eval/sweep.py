@@ -1,7 +1,8 @@
 """``msm eval``: a sweep of arms (HF exports) over the agentic-misalignment grid.
 
-This module runs the sweep (config, arms, tasks, runners, judge); the report it ends with is
-written by :mod:`msm_megatron.eval.report`.
+This module runs the sweep (arms, tasks, runners, judge); its settings are
+:mod:`msm_megatron.eval.sweep_config`, the report it ends with is written by
+:mod:`msm_megatron.eval.report`.
 
 Example (``--config sweep.yaml`` takes the same keys; dotlist overrides win)::
 
@@ -15,41 +16,33 @@ with Wilson 95 % intervals, per-scenario rates, averages, arm-vs-arm differences
 intervals, value-generalization, trace-label and capability tables when those tasks ran),
 ``summary.json``, ``misalignment.png``, ``scenarios.png`` and, when ``aft_examples`` gives arms
 their AFT sizes, ``data_efficiency.png``.
+
+Before anything is loaded or paid for, every setting is checked (arms, tasks, scenarios, the
+judge), then every endpoint answers one cheap request (the judge; with ``runner=openai`` the
+server of each arm); only then is ``sweep.yaml`` written and the first sample drawn. Without a
+judge (no ``judge.base_url``, ``judge.kind`` openai) ``judge_mode=auto`` scores mechanically and
+says so first. A sweep whose judgements fell short writes its report, then ends incomplete
+(exit 3, :mod:`msm_megatron.eval.judged`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from msm_megatron.config import ConfigError
-from msm_megatron.config_paths import as_path, model_ref, named_entry, path_field
-from msm_megatron.eval.report import data_efficiency, summarize, write_report
-from msm_megatron.llm.config import BackendConfig
-
-TASKS = ("agentic_misalignment", "value_generalization", "reasoning_traces")
-VALUE_PROBES = str(Path(__file__).resolve().parents[2] / "examples" / "eval" / "value_probes.jsonl")
-
-
-@dataclass(kw_only=True, slots=True)
-class JudgeConfig(BackendConfig):
-    """The judge's backend, and the protocol it follows (``msm_megatron.eval.agentic.judging``):
-    ``paper`` = the official classifiers read from the clone (the default with official
-    scenarios), ``builtin`` = this project's rubric (the default with builtin scenarios)."""
-
-    protocol: Literal["auto", "builtin", "paper"] = "auto"
-
-
-@dataclass(kw_only=True, slots=True)
-class ScenariosConfig:
-    """Where the agentic-misalignment scenarios come from: ``builtin`` (this project's own; no
-    clone needed) or ``official`` (rendered at run time from the user's clones; docs/eval.md)."""
-
-    source: Literal["builtin", "official"] = "builtin"
-    # clone of anthropic-experimental/agentic-misalignment
-    agentic_misalignment_repo: str | None = path_field(default=None)
-    msm_repo: str | None = path_field(default=None)  # clone of the MSM authors' repository
+from msm_megatron.eval.report import data_efficiency, share, summarize, write_report
+from msm_megatron.eval.sweep_config import (
+    NO_JUDGE,
+    TASKS,
+    EvalSweepConfig,
+    RunnerSettings,
+    ScenariosConfig,
+    check_arm_paths,
+    parse_arms,
+    runner_knobs,
+    scoring,
+)
 
 
 def scenario_source(cfg: ScenariosConfig):
@@ -73,99 +66,20 @@ def task_dir(source) -> str:
 
 
 @dataclass(frozen=True)
-class RunnerSettings:
-    """Who generates an arm's samples, and how: one group of the sweep's settings, handed as a
-    whole to the runner and to the capability harness (the YAML keys stay flat: ``runner``,
-    ``runner_base_url``, ``tensor_parallel_size`` … as users write them)."""
+class Plan:
+    """What the checked settings resolve to: the arms, scoring, probes, scenarios, protocol
+    and the preset's conditions."""
 
-    kind: str = "hf"  # the sweep's ``runner``: vllm (offline engine), openai (a server), hf
-    base_url: str | None = None
-    concurrency: int = 32
-    tensor_parallel_size: int = 1
-    max_model_len: int | None = None
-    gpu_memory_utilization: float = 0.9
-    lora_base_model: str | None = None
-    dtype: str = "auto"
-    enforce_eager: bool = False
-
-    def engine_args(self) -> dict:
-        """vLLM engine arguments (``dtype`` only for the other runners)."""
-        args: dict = {"dtype": self.dtype}
-        if self.kind == "vllm":
-            args.update(tensor_parallel_size=self.tensor_parallel_size,
-                        gpu_memory_utilization=self.gpu_memory_utilization,
-                        enforce_eager=self.enforce_eager, enable_prefix_caching=True)
-            if self.max_model_len:
-                args["max_model_len"] = self.max_model_len
-        return args
+    arms: list[tuple[str, str]]
+    mode: str  # llm | mechanical
+    probes: list[dict] | None
+    source: object
+    protocol: object
+    chosen: object
 
 
-@dataclass(kw_only=True, slots=True)
-class EvalSweepConfig:
-    """A sweep: arms (HF exports or LoRA adapters) × tasks × the agentic-misalignment preset."""
-
-    out_dir: str = path_field(default="runs/eval")
-    # "name=path/to/hf_export_or_adapter" (or name=org/model, a hub id)
-    arms: list[str] = path_field(named_entry(model_ref), default_factory=list)
-    tasks: list[str] = field(default_factory=lambda: ["agentic_misalignment"])
-    value_probes: str = path_field(default=VALUE_PROBES)  # for task value_generalization
-    assistant_name: str = "Qwen"
-    preset: Literal["quick", "paper", "full"] = "quick"
-    samples: int | None = None  # default: the preset's
-    temperature: float | None = None
-    max_new_tokens: int | None = None
-    seed: int = 0
-    # who generates: vllm (offline engine), openai (a server of the export), hf (transformers)
-    runner: Literal["hf", "openai", "vllm"] = "hf"
-    runner_base_url: str | None = None  # openai: the server of the arm's export
-    runner_concurrency: int = 32  # openai: requests in flight
-    tensor_parallel_size: int = 1  # vllm
-    max_model_len: int | None = None  # vllm: default the model's
-    gpu_memory_utilization: float = 0.9  # vllm
-    # vllm: base of adapter arms (default: adapter_config's); a directory or a hub id
-    lora_base_model: str | None = path_field(model_ref, default=None)
-    dtype: str = "auto"  # vllm: auto = the checkpoint's (bfloat16 on CPU)
-    enforce_eager: bool = False  # vllm: skip graph capture (faster start, slower decode)
-    batch_samples: int = 4096  # samples per runner call (written to disk after each call)
-    scenarios: ScenariosConfig = field(default_factory=ScenariosConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    # llm: the judge above gives the classifier verdict (the paper's metric); mechanical: no
-    # judge at all, only the tool-block evidence is scored (labelled as such in the report)
-    judge_mode: Literal["llm", "mechanical"] = "llm"
-    judge_sees_reasoning: bool = False  # protocol builtin: show the judge the scratchpad too
-    # data-efficiency curve: AFT examples each arm was fine-tuned on, and the curve it belongs to
-    aft_examples: dict[str, int] = field(default_factory=dict)
-    series: dict[str, str] = field(default_factory=dict)
-    # capability retention: lm-evaluation-harness tasks run on each arm's export (if installed)
-    lm_eval_tasks: list[str] = field(default_factory=list)
-    lm_eval_limit: int | None = None  # examples per task (smoke runs)
-    lm_eval_include: str | None = path_field(as_path, default=None)  # extra task YAMLs
-
-    def runner_settings(self) -> RunnerSettings:
-        """The runner group of the flat keys above."""
-        return RunnerSettings(
-            kind=self.runner, base_url=self.runner_base_url, concurrency=self.runner_concurrency,
-            tensor_parallel_size=self.tensor_parallel_size, max_model_len=self.max_model_len,
-            gpu_memory_utilization=self.gpu_memory_utilization,
-            lora_base_model=self.lora_base_model, dtype=self.dtype,
-            enforce_eager=self.enforce_eager)
-
-
-def parse_arms(arms: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for item in arms:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ConfigError(f"arms entry {item!r}: write name=path/to/hf_export")
-        out.append((name, path))
-    if not out:
-        raise ConfigError("no arms: set arms=[name=path/to/hf_export,...]")
-    if len({n for n, _ in out}) != len(out):
-        raise ConfigError("arm names must be unique")
-    return out
-
-
-def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
+def check_settings(cfg: EvalSweepConfig) -> Plan:
+    """Every setting, before any endpoint is asked or model loaded (ConfigError, exit 2)."""
     from msm_megatron.eval.agentic.judging import resolve_protocol
     from msm_megatron.eval.agentic.pysource import SourceError
 
@@ -173,6 +87,13 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     unknown = set(cfg.tasks) - set(TASKS)
     if unknown or not cfg.tasks:
         raise ConfigError(f"tasks={cfg.tasks}: choose from {list(TASKS)}")
+    mode = scoring(cfg)
+    if "reasoning_traces" in cfg.tasks and mode == "mechanical":
+        raise ConfigError("task reasoning_traces needs a judge: set judge.base_url and "
+                          "judge.model (or judge.kind=anthropic), or drop it from tasks")
+    if "reasoning_traces" in cfg.tasks and "agentic_misalignment" not in cfg.tasks:
+        raise ConfigError("task reasoning_traces labels agentic_misalignment samples: add "
+                          "agentic_misalignment to tasks")
     probes = None
     if "value_generalization" in cfg.tasks:
         from msm_megatron.eval.values import load_probes
@@ -181,20 +102,52 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     from msm_megatron.eval.capability import check_installed
 
     check_installed(cfg.lm_eval_tasks)
-    unknown_arms = (set(cfg.aft_examples) | set(cfg.series)) - {n for n, _ in arms}
-    if unknown_arms:
-        raise ConfigError(f"aft_examples/series name arms that are not in arms: "
-                          f"{sorted(unknown_arms)}")
+    names = {n for n, _ in arms}
+    for key, table in (("aft_examples/series", {**cfg.aft_examples, **cfg.series}),
+                       ("runner_models", cfg.runner_models)):
+        if set(table) - names:
+            raise ConfigError(f"{key} name arms that are not in arms: "
+                              f"{sorted(set(table) - names)}")
+    if cfg.runner == "openai" and not cfg.runner_base_url:
+        raise ConfigError("runner=openai needs runner_base_url (the server of the export, e.g. "
+                          "http://127.0.0.1:8000/v1)")
+    check_arm_paths(arms, cfg.runner)
     source = scenario_source(cfg.scenarios)
     protocol = resolve_protocol(cfg.judge.protocol, source, cfg.judge_sees_reasoning)
     try:  # every prompt and classifier is read before any model loads
         chosen = source.preset(cfg.preset, cfg.assistant_name)
         for c in chosen.conditions:
             prompt = source.prompt(c)
-            if "agentic_misalignment" in cfg.tasks and cfg.judge_mode == "llm":
+            if "agentic_misalignment" in cfg.tasks and mode == "llm":
                 protocol.request(c, prompt, "")
     except SourceError as exc:
         raise ConfigError(str(exc)) from exc
+    return Plan(arms, mode, probes, source, protocol, chosen)
+
+
+def check_endpoints(cfg: EvalSweepConfig, plan: Plan) -> dict:
+    """One cheap request to every server the sweep will pay: the judge, and runner=openai's
+    server for each arm (EndpointUnreachable: exit 4; a model it does not serve: exit 2).
+    Returns each arm's :class:`~msm_megatron.llm.probe.EndpointInfo` (runner=openai)."""
+    from msm_megatron.llm.config import backend_from, knobs
+    from msm_megatron.llm.probe import check_endpoint
+
+    if plan.mode == "llm" and cfg.judge.kind != "vllm":
+        check_endpoint(backend_from(cfg.judge, "judge"), knobs("judge"))
+    if cfg.runner != "openai":
+        return {}
+    settings = cfg.runner_settings()
+    return {name: check_endpoint(settings.backend(name, path), runner_knobs(name))
+            for name, path in plan.arms}
+
+
+def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
+    """The whole sweep (see the module doc); returns the summary, or raises IncompleteRun
+    after writing the report when judgements are missing."""
+    plan = check_settings(cfg)
+    if cfg.judge_mode == "auto" and plan.mode == "mechanical":
+        print(NO_JUDGE, flush=True)
+    endpoints = check_endpoints(cfg, plan)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     import os
@@ -204,23 +157,20 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     tmp = out / f".sweep.yaml.{os.getpid()}"  # array tasks write it concurrently
     save_yaml(cfg, tmp)
     tmp.replace(out / "sweep.yaml")  # what `msm eval agreement` re-reads
-    if "reasoning_traces" in cfg.tasks and cfg.judge_mode == "mechanical":
-        raise ConfigError("task reasoning_traces needs a judge (judge_mode=llm)")
-    if "reasoning_traces" in cfg.tasks and "agentic_misalignment" not in cfg.tasks:
-        raise ConfigError("task reasoning_traces labels agentic_misalignment samples: add "
-                          "agentic_misalignment to tasks")
     results: dict[str, list[dict]] = {}
     values: dict[str, dict] = {}
     capability: dict[str, dict] = {}
     traces: dict[str, dict] = {}
+    judge_reports: list = []
     engines = None
     if cfg.runner == "vllm":
         from msm_megatron.llm.vllm_engine import EngineCache
 
         engines = EngineCache()
     try:
-        for name, path in arms:
-            arm = _run_arm(cfg, chosen, name, path, probes, engines, progress, source, protocol)
+        for name, path in plan.arms:
+            arm = _run_arm(cfg, plan, name, path, engines, progress, endpoints.get(name))
+            judge_reports += arm.pop("judge_reports", [])
             for key, table in (("agentic", results), ("values", values),
                                ("capability", capability), ("traces", traces)):
                 if key in arm:
@@ -228,63 +178,113 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     finally:
         if engines is not None:
             engines.close()
-    headline = "classifier" if cfg.judge_mode == "llm" else "mechanical"
+    headline = "classifier" if plan.mode == "llm" else "mechanical"
     summary = (summarize(results, headline) if results
                else {"headline": headline, "arms": {}, "differences": {}})
-    summary["scenarios"] = {"source": source.source, "read_from": source.describe()}
-    summary["judge_protocol"] = protocol.name
+    summary["scenarios"] = {"source": plan.source.source, "read_from": plan.source.describe()}
+    summary["judge_protocol"] = plan.protocol.name
     summary["value_generalization"] = values
     summary["reasoning_traces"] = traces
     summary["capability"] = capability
     if summary["arms"] and cfg.aft_examples:
         summary["data_efficiency"] = data_efficiency(summary, cfg.aft_examples, cfg.series)
+    from msm_megatron.eval.judged import judging_incomplete
+
+    summary["incomplete"] = judging_incomplete(
+        "msm eval", judge_reports, cfg.judge, "judge",
+        f"per arm, {out}/<arm>/judge_calls.jsonl")
     write_report(out, summary, cfg.preset, cfg.assistant_name)
+    if summary["incomplete"]:
+        from msm_megatron.llm.outcome import IncompleteRun
+
+        raise IncompleteRun(f"{summary['incomplete']} Report: {out / 'report.md'}")
     return summary
 
 
-def _run_arm(cfg: EvalSweepConfig, chosen, name: str, path: str, probes, engines,
-             progress: bool, source, protocol) -> dict:
+def summary_lines(summary: dict) -> list[str]:
+    """One line per arm: its headline averages (as the report writes them)."""
+    lines = []
+    for arm, data in summary["arms"].items():
+        total = data["samples"]
+        if summary["headline"] == "mechanical":
+            lines.append(f"{arm}: average mechanical-evidence rate "
+                         f"{share(data['average_mechanical'], total)} (no judge)")
+        else:
+            lines.append(f"{arm}: average misalignment (classifier) "
+                         f"{share(data['average_classifier'], total)}, harmful "
+                         f"{share(data['average_harmful'], total)}")
+    return lines
+
+
+def _prompts(cfg: EvalSweepConfig, plan: Plan) -> list[tuple[str, str]]:
+    """(system, user) of every prompt a runner will sample, for :func:`check_context`."""
+    prompts = []
+    if "agentic_misalignment" in cfg.tasks:
+        prompts += [(p.system, p.user) for p in map(plan.source.prompt, plan.chosen.conditions)]
+    if plan.probes:
+        from msm_megatron.eval.values import probe_prompt
+
+        prompts += [("", probe_prompt(p)) for p in plan.probes]
+    return prompts
+
+
+def _run_arm(cfg: EvalSweepConfig, plan: Plan, name: str, path: str, engines,
+             progress: bool, endpoint) -> dict:
     """Every task of one arm. The model is loaded only if some sample is missing, and the judge
     has a call cache per arm (``<out>/<arm>/judge_calls.jsonl``), so arms can run as separate
-    processes (array tasks) and a final pass over all arms only reads what they wrote."""
+    processes (array tasks) and a final pass over all arms only reads what they wrote.
+    ``endpoint``: what runner=openai's server said of itself (its context length)."""
     from msm_megatron.eval.agentic.run import run_conditions
+    from msm_megatron.eval.runners import check_context
     from msm_megatron.llm.cache import CallCache
     from msm_megatron.llm.config import backend_from
     from msm_megatron.llm.runner import CallRunner
 
     arm_dir = Path(cfg.out_dir) / name
     arm_dir.mkdir(parents=True, exist_ok=True)
+    chosen = plan.chosen
     samples = cfg.samples or chosen.samples
     temperature = chosen.temperature if cfg.temperature is None else cfg.temperature
     max_new = cfg.max_new_tokens or chosen.max_new_tokens
     settings = cfg.runner_settings()
-    runner = LazyRunner(lambda: _runner(settings, path, max_new, temperature, arm_dir, engines),
-                        logprobs=cfg.runner in ("hf", "vllm"))
+
+    def build():
+        runner = _load_runner(settings, name, path, max_new, temperature, arm_dir, engines,
+                              progress, endpoint)
+        check_context(runner, _prompts(cfg, plan), max_new, f"arm {name} ({path})")
+        return runner
+
+    runner = LazyRunner(build, logprobs=cfg.runner in ("hf", "vllm"))
     judge_cache, judge = None, None
-    if cfg.judge_mode == "llm":
+    if plan.mode == "llm":
         judge_cache = CallCache(arm_dir / "judge_calls.jsonl")
-        judge = CallRunner(backend_from(cfg.judge), judge_cache,
+        judge = CallRunner(backend_from(cfg.judge, "judge"), judge_cache,
                            concurrency=cfg.judge.concurrency, content_attempts=3,
                            progress=progress)
     out: dict = {}
     try:
         if "agentic_misalignment" in cfg.tasks:
             out["agentic"] = run_conditions(
-                chosen.conditions, runner, judge, samples, arm_dir / task_dir(source),
-                cfg.seed, cfg.judge_sees_reasoning, cfg.batch_samples, source, protocol)
+                chosen.conditions, runner, judge, samples, arm_dir / task_dir(plan.source),
+                cfg.seed, cfg.judge_sees_reasoning, cfg.batch_samples, plan.source,
+                plan.protocol)
         if "reasoning_traces" in cfg.tasks:
             from msm_megatron.eval.traces import label_traces
 
             out["traces"] = label_traces(out["agentic"], judge)
-        if probes is not None:
+        if plan.probes is not None:
             from msm_megatron.eval.values import run_probes
 
-            out["values"] = run_probes(runner, probes, arm_dir / "value_generalization" /
+            out["values"] = run_probes(runner, plan.probes, arm_dir / "value_generalization" /
                                        "choices.jsonl", cfg.seed)
     finally:
         runner.close()
         if judge_cache is not None:
             judge_cache.close()
+    if judge is not None:
+        for report in judge.reports:
+            report.stage = f"{report.stage} ({name})"
+        out["judge_reports"] = judge.reports
     if cfg.lm_eval_tasks:
         out["capability"] = _capability(cfg, path, arm_dir, engines)
     return out
@@ -325,8 +325,22 @@ class LazyRunner:
             self._runner.close()
 
 
-def _runner(settings: RunnerSettings, path: str, max_new: int, temperature: float,
-            arm_dir: Path, engines):
+def _load_runner(settings: RunnerSettings, name: str, path: str, max_new: int,
+                 temperature: float, arm_dir: Path, engines, progress: bool, endpoint):
+    """The arm's runner; a model that cannot be loaded (a hub id that does not exist, a
+    directory without weights) is a ConfigError naming the arm."""
+    try:
+        return _runner(settings, name, path, max_new, temperature, arm_dir, engines, progress,
+                       endpoint)
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"arm {name}: cannot load the model at {path}: {first[:300]}. Fix "
+                          f"arms=[...,{name}=path/to/hf_export] (a local directory or a hub "
+                          "id you can download)") from exc
+
+
+def _runner(settings: RunnerSettings, name: str, path: str, max_new: int, temperature: float,
+            arm_dir: Path, engines, progress: bool, endpoint):
     from msm_megatron.eval.runners import EndpointRunner, HFRunner, VLLMRunner
 
     s = settings
@@ -337,10 +351,22 @@ def _runner(settings: RunnerSettings, path: str, max_new: int, temperature: floa
                           s.gpu_memory_utilization, s.lora_base_model, engines, s.dtype,
                           s.enforce_eager)
     from msm_megatron.llm.cache import CallCache
-    from msm_megatron.llm.http_backends import OpenAICompatBackend
 
-    if not s.base_url:
-        raise ConfigError("runner=openai needs runner_base_url (the server of the export)")
     arm_dir.mkdir(parents=True, exist_ok=True)
-    return EndpointRunner(OpenAICompatBackend(s.base_url, path),
-                          CallCache(arm_dir / "calls.jsonl"), max_new, temperature, s.concurrency)
+    context = endpoint.max_model_len if endpoint is not None else None
+    return EndpointRunner(s.backend(name, path), CallCache(arm_dir / "calls.jsonl"), max_new,
+                          temperature, s.concurrency, progress=progress, arm=name,
+                          knobs=runner_knobs(name), context_length=context,
+                          tokenizer=_local_tokenizer(path) if context else None)
+
+
+def _local_tokenizer(path: str):
+    """The tokenizer of ``path`` when it is a local export with a chat template, else None."""
+    from msm_megatron.eval.runners import load_tokenizer
+
+    if not Path(path).is_dir():
+        return None
+    try:
+        return load_tokenizer(path)
+    except (ConfigError, OSError, ValueError):
+        return None

@@ -16,8 +16,10 @@ Stages (concurrent within each, all calls cached — see :mod:`msm_megatron.gene
 Outputs in ``out_dir``: ``with_cot/dataset.jsonl`` (the deliberative-alignment baseline's data:
 the reply keeps its ``<think>`` block) and ``no_cot/dataset.jsonl`` (reasoning stripped), both
 ``{"messages": [user, assistant]}`` single-turn chats without a system prompt, in a seeded
-shuffle, truncated to ``chats.target``; ``questions.jsonl`` (every question, its style, domain,
-and whether it was a duplicate / answered / passed), ``summary.json``, ``failures.jsonl``.
+shuffle, truncated to ``chats.target`` (fewer when the rounds run out; none at all, or a stage
+whose failures exceed ``backend.max_failed_fraction``, ends the command with exit 3);
+``questions.jsonl`` (every question, its style, domain, and whether it was a duplicate /
+answered / passed), ``summary.json`` (``rounds``: the question rounds run), ``failures.jsonl``.
 """
 
 from __future__ import annotations
@@ -57,11 +59,15 @@ def parse_verdict(response) -> bool:
 class ChatsPipeline(Pipeline):
     """One run of the AFT-demonstration pipeline (see the module docstring)."""
 
+    COMMAND = "msm generate chats"
+    CONTENT_SETTING = "chats.content_attempts"
+
     def __init__(self, cfg: ChatsGenConfig, spec: Spec, backend, progress: bool = True):
         super().__init__(cfg.out_dir, backend, cfg.backend, cfg.chats.content_attempts, progress)
         self.cfg, self.spec = cfg, spec
         self.questions: list[dict] = []  # every question seen, with its fate
         self.passed: list[dict] = []
+        self.rounds = 0  # question rounds run (the first and each backfill)
 
     def run(self) -> dict:
         c = self.cfg.chats
@@ -71,10 +77,15 @@ class ChatsPipeline(Pipeline):
                                 listing(("name", "description")))], "domains")
         domains = unique_by_name(found.get("spec", []))
         for round_ in range(1 + c.backfill_rounds):
-            if len(self.passed) >= c.target:
+            if len(self.passed) >= c.target or not domains:
                 break
             self._round(domains, round_)
-        return self._write()
+            self.rounds += 1
+        summary = self._write()
+        self.conclude(summary["chats"], f"chats ({summary['questions']} questions, "
+                      f"{summary['answered']} answered, {summary['passed_judge']} passed the "
+                      f"judge; {self.out / 'questions.jsonl'} marks each question)")
+        return summary
 
     def _round(self, domains: list[dict], round_: int) -> None:
         c, tag = self.cfg.chats, f"r{round_}"
@@ -145,7 +156,7 @@ class ChatsPipeline(Pipeline):
             "duplicates": sum(q["duplicate"] for q in self.questions),
             "answered": sum(q.get("answered", False) for q in self.questions),
             "passed_judge": len(self.passed), "failures": len(self.failures),
-            "rounds": 1 + max((q["round"] for q in self.questions), default=0),
+            "rounds": self.rounds,
             "stages": stages,
             "input_tokens": sum(s["input_tokens"] for s in stages),
             "output_tokens": sum(s["output_tokens"] for s in stages),

@@ -12,7 +12,10 @@ Input lines: ``{"id": ..., "prompt": "..."}`` (or ``"messages": [{"role", "conte
 optional ``"system"``). Output in the directory: ``results.jsonl`` (``id``, ``text``,
 ``finish_reason``) in input order, ``failures.jsonl``, ``report.json`` (calls, cached calls,
 retries, tokens, failures by cause) and ``calls.jsonl`` (the call cache). Re-running the same
-command after an interruption re-sends only calls that never completed.
+command after an interruption re-sends only calls that never completed. The server is checked
+once before the first paid call (a fully cached run needs none); more failed prompts than
+``--max-failed-fraction`` end the command with exit 3 and a summary, once the outputs are
+written.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 from msm_megatron.config import ConfigError
 from msm_megatron.llm.backend import LLMRequest
 from msm_megatron.llm.cache import CallCache
-from msm_megatron.llm.jobs import Job
+from msm_megatron.llm.jobs import Job, StageReport
 from msm_megatron.llm.runner import CallRunner
 
 
@@ -70,8 +73,11 @@ def _keep_complete(response):
 
 def complete_file(prompts: Path, out_dir: Path, backend, concurrency: int = 32,
                   max_tokens: int = 1024, temperature: float = 1.0,
-                  progress: bool = True, batch_poll_s: float | None = None) -> dict:
-    """Run every prompt; write results, failures and the report; return the report."""
+                  progress: bool = True, batch_poll_s: float | None = None,
+                  check=None) -> tuple[dict, StageReport]:
+    """Run every prompt; write results, failures and the report; return the report and the
+    stage's :class:`StageReport`. ``check``: the endpoint check, run before the first paid
+    call (:class:`~msm_megatron.llm.runner.CallRunner`)."""
     jobs = read_prompts(Path(prompts), max_tokens, temperature)
     out_dir = Path(out_dir)
     cache = CallCache(out_dir / "calls.jsonl")
@@ -81,7 +87,7 @@ def complete_file(prompts: Path, out_dir: Path, backend, concurrency: int = 32,
 
         batches = BatchLedger(out_dir / "batches.jsonl", poll_s=batch_poll_s)
     runner = CallRunner(backend, cache, concurrency=concurrency, content_attempts=1,
-                        progress=progress, batches=batches)
+                        progress=progress, batches=batches, check=check)
     try:
         results = runner.run(jobs, stage="complete")
     finally:
@@ -98,4 +104,4 @@ def complete_file(prompts: Path, out_dir: Path, backend, concurrency: int = 32,
     report.pop("failures")
     report["failed"] = len(jobs) - report["succeeded"]
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    return report
+    return report, runner.reports[-1]

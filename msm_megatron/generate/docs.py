@@ -10,10 +10,13 @@ Stages (each one LLM call per parent, all calls of a stage concurrent):
 
 Every call goes through the content-addressed cache (``calls.jsonl``), so re-running the same
 command after an interruption pays only for calls that never completed, and a finished run
-re-renders its outputs for free. A response that does not parse (no JSON list of the requested
-shape, no ``<content>`` tags, truncated, too short) is re-asked ``docs.content_attempts`` times,
-then recorded in ``failures.jsonl``; its siblings carry on. Only text inside ``<content>`` ever
-reaches the corpus. Near-duplicate documents are removed (MinHash, ``docs.dedupe_jaccard``).
+re-renders its outputs for free (no server needed). A response that does not parse (no JSON
+list of the requested shape, no ``<content>`` tags, truncated, too short) is re-asked
+``docs.content_attempts`` times, then recorded in ``failures.jsonl``; its siblings carry on. A
+stage whose failures exceed ``backend.max_failed_fraction``, or an empty dataset, ends the
+command with exit 3 and a summary once every output is written
+(:mod:`msm_megatron.generate.pipeline`). Only text inside ``<content>`` ever reaches the corpus.
+Near-duplicate documents are removed (MinHash, ``docs.dedupe_jaccard``).
 
 Outputs in ``out_dir``: ``tree/<domain>/meta.json``, ``tree/<domain>/<subdomain>/meta.json``
 (context, spec section, assertions, document types, ideas), ``dataset.jsonl`` (``text``,
@@ -52,6 +55,9 @@ def _document(min_words: int):
 
 class DocsPipeline(Pipeline):
     """One run of the document pipeline (see the module docstring)."""
+
+    COMMAND = "msm generate docs"
+    CONTENT_SETTING = "docs.content_attempts"
 
     def __init__(self, cfg: DocsGenConfig, spec: Spec, backend, progress: bool = True):
         super().__init__(cfg.out_dir, backend, cfg.backend, cfg.docs.content_attempts, progress)
@@ -92,7 +98,10 @@ class DocsPipeline(Pipeline):
                                     _document(d.min_doc_words)))
         documents = self.stage(doc_jobs, "documents")
         self._write_tree(domains, keyed, claims, types, ideas)
-        return self._write_dataset(documents, keyed)
+        summary = self._write_dataset(documents, keyed)
+        self.conclude(summary["documents"], "documents (no stage fell short, yet none was "
+                      "asked for: check the docs.* counts)")
+        return summary
 
     def _write_tree(self, domains, keyed, claims, types, ideas) -> None:
         tree = self.out / "tree"

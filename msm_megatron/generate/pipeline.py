@@ -2,6 +2,11 @@
 
 A stage is a list of :class:`~msm_megatron.llm.jobs.Job` run concurrently through the
 cache; successes come back keyed by job id, failures are collected for ``failures.jsonl``.
+
+Before the first paid call the endpoint is checked once (one cheap request: a server that is
+down fails at once with exit 4, a model it does not serve with exit 2). Once every output is
+written, a run that fell short ends in :class:`~msm_megatron.llm.outcome.IncompleteRun` (exit 3):
+a stage whose failed jobs exceed ``backend.max_failed_fraction``, or a dataset left empty.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from msm_megatron.generate import prompts
 from msm_megatron.llm.backend import LLMRequest
 from msm_megatron.llm.cache import CallCache
 from msm_megatron.llm.jobs import ContentError, Job
+from msm_megatron.llm.outcome import IncompleteRun, Knobs, incomplete_message
 from msm_megatron.llm.runner import CallRunner
 
 _JSON_BLOCK = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
@@ -76,11 +82,40 @@ def unique_by_name(items: list[dict]) -> list[dict]:
     return out
 
 
+def endpoint_of(backend) -> str:
+    """Where a backend's calls go, for messages: its base URL (HTTP; the message names the
+    setting beside it), or the model of an in-process engine."""
+    return getattr(backend, "base_url", None) or f"in-process engine {backend.backend_id}"
+
+
+def raise_if_incomplete(command: str, reports, backend, knobs: Knobs, max_failed_fraction: float,
+                        failures: Path, tolerance_setting: str) -> None:
+    """:class:`IncompleteRun` with the summary paragraph when a stage of ``reports`` fell short
+    (:func:`~msm_megatron.llm.outcome.incomplete_message`); ``failures`` lists each failure."""
+    message = incomplete_message(command, reports, endpoint_of(backend), knobs,
+                                 max_failed_fraction, details=str(failures),
+                                 tolerance_setting=tolerance_setting)
+    if message is not None:
+        raise IncompleteRun(message)
+
+
 class Pipeline:
-    """A run directory with its call cache, a runner, and the failures of every stage."""
+    """A run directory with its call cache, a runner, and the failures of every stage.
+
+    Subclasses name their command (``COMMAND``) and the setting of their content re-asks
+    (``CONTENT_SETTING``), both for messages.
+    """
+
+    COMMAND = "msm generate"
+    CONTENT_SETTING: str | None = None
 
     def __init__(self, out_dir: str, backend, backend_cfg, content_attempts: int,
                  progress: bool = True):
+        from msm_megatron.llm.config import knobs
+        from msm_megatron.llm.probe import check_endpoint
+
+        self.knobs = knobs("backend", content=self.CONTENT_SETTING)
+        self.max_failed_fraction = backend_cfg.max_failed_fraction
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.backend = backend
@@ -97,7 +132,8 @@ class Pipeline:
             batches = BatchLedger(self.out / "batches.jsonl", backend_cfg.batch_poll_s)
         self.runner = CallRunner(backend, self.cache, concurrency=backend_cfg.concurrency,
                                  content_attempts=content_attempts, progress=progress,
-                                 batches=batches)
+                                 batches=batches,
+                                 check=lambda: check_endpoint(backend, self.knobs))
         self.failures: list[dict] = []
 
     def request(self, text: str, max_tokens: int = 4096,
@@ -115,6 +151,16 @@ class Pipeline:
         with (self.out / "failures.jsonl").open("w", encoding="utf-8") as f:
             for failure in self.failures:
                 f.write(json.dumps(failure) + "\n")
+
+    def conclude(self, produced: int, what: str) -> None:
+        """End a run whose outputs are all written: :class:`IncompleteRun` when a stage fell
+        short, or when it ``produced`` nothing (``what`` says what was expected and why)."""
+        raise_if_incomplete(self.COMMAND, self.runner.reports, self.backend, self.knobs,
+                            self.max_failed_fraction, self.out / "failures.jsonl",
+                            "backend.max_failed_fraction")
+        if produced == 0:
+            raise IncompleteRun(f"{self.COMMAND} produced no {what}; every stage is in "
+                                f"{self.out / 'summary.json'}")
 
     def stage_reports(self) -> list[dict]:
         from dataclasses import asdict

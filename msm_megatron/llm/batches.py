@@ -81,6 +81,8 @@ async def _collect(runner, batch_id: str, report: StageReport) -> None:
 
 async def _fetch(runner, needed: dict[str, LLMRequest], stage: str, report: StageReport) -> None:
     """Get every needed call into the cache: open batches first, then new ones, then direct."""
+    if needed:
+        runner.ensure_checked()
     for batch_id, keys in runner.batches.open_batches().items():
         if keys & needed.keys():
             await _collect(runner, batch_id, report)
@@ -104,6 +106,7 @@ async def _generate_in_process(runner, needed: dict[str, LLMRequest],
     """All needed calls in one engine call (the engine batches and schedules them itself)."""
     if not needed:
         return
+    runner.ensure_checked()
     items = list(needed.items())
     responses = await asyncio.to_thread(runner.backend.generate_many, [r for _, r in items])
     for (key, _), response in zip(items, responses, strict=True):

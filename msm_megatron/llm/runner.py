@@ -9,6 +9,10 @@ backend; one that exhausts its retries fails only its job. A
 :class:`~msm_megatron.llm.backend.PermanentError` (bad key, bad request) stops the run: every
 other call would fail the same way.
 
+An optional ``check`` (an endpoint check, :func:`~msm_megatron.llm.probe.check_endpoint`) runs
+once, before the first call that is not in the cache: a run whose calls are all cached needs no
+server, and one whose server is down fails before anything is sent.
+
 Example::
 
     runner = CallRunner(backend, CallCache("gen/x/calls.jsonl"), concurrency=64)
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 
 from msm_megatron import faults
 from msm_megatron.llm.backend import LLMRequest, LLMResponse, PermanentError, TransientError
@@ -30,9 +35,11 @@ class CallRunner:
     """Bounded-concurrency execution of jobs against one backend and one cache."""
 
     def __init__(self, backend, cache: CallCache, concurrency: int = 32,
-                 content_attempts: int = 3, progress: bool = True, batches=None):
+                 content_attempts: int = 3, progress: bool = True, batches=None,
+                 check: Callable[[], object] | None = None):
         """``batches``: a :class:`~msm_megatron.llm.batches.BatchLedger` to run stages
-        through the backend's batch API (Anthropic) instead of one request per call."""
+        through the backend's batch API (Anthropic) instead of one request per call;
+        ``check``: called once before the first paid call (see the module docstring)."""
         self.backend = backend
         self.batches = batches
         self.cache = cache
@@ -41,6 +48,23 @@ class CallRunner:
         self.progress = progress
         self.reports: list[StageReport] = []
         self._calls_this_process = 0
+        self.check = check
+        self._checked = False
+        self._check_error: BaseException | None = None
+
+    def ensure_checked(self) -> None:
+        """Run ``check`` once, before the first paid call; after a failed check every later
+        paid call fails the same way."""
+        if self._check_error is not None:
+            raise self._check_error
+        if self._checked or self.check is None:
+            return
+        try:
+            self.check()
+        except Exception as exc:
+            self._check_error = exc
+            raise
+        self._checked = True
 
     def run(self, jobs: list[Job], stage: str) -> list[JobResult]:
         """Run ``jobs`` (results in job order); the stage's report is appended to ``reports``."""
@@ -68,8 +92,12 @@ class CallRunner:
             bar.update()
             return result
 
+        tasks = [asyncio.ensure_future(one(job)) for job in jobs]
         try:
-            results = await asyncio.gather(*(one(job) for job in jobs))
+            results = await asyncio.gather(*tasks)
+        except Exception:  # a failed check or a permanent error: stop the siblings first
+            await _cancel(tasks)
+            raise
         finally:
             bar.close()
             if hasattr(self.backend, "aclose"):
@@ -87,6 +115,7 @@ class CallRunner:
         if cached is not None:
             report.cached_calls += 1
             return cached
+        self.ensure_checked()
         async with semaphore:
             response = await self.backend.complete(request)
         self.cache.put(key, response)
@@ -116,3 +145,10 @@ class CallRunner:
                 report.content_rejections += 1
                 result.error = f"content: {exc}"
         return result
+
+
+async def _cancel(tasks: list[asyncio.Future]) -> None:
+    """Cancel ``tasks`` and wait until they have stopped (nothing left to send or print)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -112,7 +112,7 @@ def eval_problems(overrides: list[str]) -> list[str]:
     """What the eval jobs would fail on: bad ``eval.overrides``, missing clones (official
     scenarios) or templates in them, a missing value-probes file or lm-eval task folder."""
     from msm_megatron.eval.agentic.official import AM_URL, MSM_URL
-    from msm_megatron.eval.sweep import EvalSweepConfig
+    from msm_megatron.eval.sweep_config import EvalSweepConfig
 
     try:
         sweep = apply_overrides(EvalSweepConfig(), overrides)

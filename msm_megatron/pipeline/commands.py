@@ -103,7 +103,7 @@ def format_plan(plan, executor: str) -> str:
 
 def _eval_lines(plan) -> list[str]:
     """What the eval stage will run: arms, conditions, samples, scenarios and judge."""
-    from msm_megatron.eval.sweep import EvalSweepConfig
+    from msm_megatron.eval.sweep_config import EvalSweepConfig
 
     stage = next((s for s in plan.order() if s.kind == "eval"), None)
     if stage is None or not Path(stage.config).is_file():
@@ -115,7 +115,9 @@ def _eval_lines(plan) -> list[str]:
     samples = cfg.samples or chosen.samples
     cells = (f"{len(chosen.conditions)} conditions × {samples} samples"
              if cfg.preset != "full" else f"the full grid × {samples} samples")
-    judge = ("no judge (mechanical checks)" if cfg.judge_mode == "mechanical" else
+    from msm_megatron.eval.sweep_config import scoring
+
+    judge = ("no judge (mechanical checks)" if scoring(cfg) == "mechanical" else
              f"judge {cfg.judge.kind}:{cfg.judge.model}, protocol {cfg.judge.protocol}")
     return ["", f"eval: {len(cfg.arms)} arms ({', '.join(a.partition('=')[0] for a in cfg.arms)})",
             f"  preset {cfg.preset}: {cells}, temperature "

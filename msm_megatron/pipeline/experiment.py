@@ -57,7 +57,7 @@ def _chats_config() -> type:
 
 
 def _sweep_config() -> type:
-    from msm_megatron.eval.sweep import EvalSweepConfig
+    from msm_megatron.eval.sweep_config import EvalSweepConfig
 
     return EvalSweepConfig
 

@@ -298,7 +298,7 @@ def _train(b: _Builder, stage_cfg, name: str, deps: list[str], overrides: list[s
 
 
 def _eval(b: _Builder, exp: ExperimentConfig, arms: dict) -> None:
-    from msm_megatron.eval.sweep import EvalSweepConfig
+    from msm_megatron.eval.sweep_config import EvalSweepConfig
 
     exports = [stage.name for stage, _, _ in arms.values()]
     ev = b.add("eval", "eval", exports, {"overrides": exp.eval.overrides}, exp.eval.resources)

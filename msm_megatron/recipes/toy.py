@@ -4,6 +4,11 @@
 embeddings. The demo overrides the vocabulary with its tokenizer's; ``data.prepared`` points at
 where ``msm demo`` writes its prepared datasets. The shape divides for TP ≤ 2 and PP ∈ {1, 2, 4},
 so the same recipes run the CPU parallelism checks (e.g. ``parallel.tp=2 parallel.pp=2``).
+``max_position_embeddings`` (16384) is the context the HF exports declare, not what training
+uses (rows of 128 and 512 tokens): the eval presets' prompts plus their 4,096 new tokens fit
+(≈1,100 tokens for the builtin scenarios with the toy tokenizer; the official ones, ≈3,000 Qwen
+tokens, take about twice as many toy tokens), so ``vllm serve`` and ``runner=vllm`` accept the
+demo's exports. RoPE has no parameters: the length costs only a table of angles.
 
 Run (after ``msm demo`` prepared the data)::
 
@@ -37,7 +42,7 @@ QWEN3_TOY = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
     "head_dim": 32,
-    "max_position_embeddings": 512,
+    "max_position_embeddings": 16384,
     "rope_theta": 1000000,
     "rms_norm_eps": 1e-6,
     "tie_word_embeddings": True,

@@ -15,6 +15,7 @@ bad_json   HTTP 200 whose body is not JSON
 no_tags    a valid completion whose text lacks the ``<content>`` tags
 truncated  a valid completion cut short, ``finish_reason: length``
 garbage    a valid completion of random words (no JSON, tags or verdict: a weak model)
+400        HTTP 400 with vLLM's error body (a request the server refuses)
 ========== =====================================================================
 
 Like a real server it can also be down or wrong: ``--served-model-name NAME`` makes it serve
@@ -51,7 +52,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULTS = ("429", "500", "timeout", "drop", "bad_json", "no_tags", "truncated", "garbage")
+FAULTS = ("429", "500", "timeout", "drop", "bad_json", "no_tags", "truncated", "garbage", "400")
 WORDS = ("the model weighs its guidance and explains why oversight matters while it helps "
          "users carefully and honestly with clear reasons for each choice it makes").split()
 
@@ -184,6 +185,12 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, json.dumps({"object": "list", "data": [
                 {"id": self.state.args.served_model_name, "object": "model",
                  "owned_by": "vllm", "max_model_len": self.state.args.max_model_len}]}).encode())
+        if self.path.startswith("/v1/models/"):  # Anthropic: one model
+            if not self.headers.get("x-api-key"):
+                return self._send(401, b'{"type": "error", "error": {"type": '
+                                       b'"authentication_error"}}')
+            name = self.path[len("/v1/models/"):]
+            return self._send(200, json.dumps({"type": "model", "id": name}).encode())
         if self.path.startswith("/v1/messages/batches/"):
             return self._batch_get(self.path[len("/v1/messages/batches/"):])
         if self.path != "/stats":
@@ -276,6 +283,10 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.close()
             return None
+        if fault == "400":
+            return self._send(400, json.dumps({"error": {
+                "message": "This model's maximum context length is 4096 tokens.",
+                "type": "BadRequestError", "param": None, "code": 400}}).encode())
         if fault == "bad_json":
             return self._send(200, b'{"choices": [{"message": {"content": "unterminated')
         prompt = prompt_of(body)
@@ -311,8 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--fault-rate", type=float, default=0.0)
-    parser.add_argument("--faults", default=",".join(f for f in FAULTS if f != "garbage"),
-                        help="comma list of " + ",".join(FAULTS) + " (default: all but garbage)")
+    parser.add_argument("--faults", default=",".join(FAULTS[:7]),
+                        help="comma list of " + ",".join(FAULTS) + " (default: the first 7)")
     parser.add_argument("--stall", type=float, default=5.0, help="seconds a timeout fault waits")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fail-first", type=int, default=0,

@@ -57,3 +57,5 @@ def test_backfill_rounds_until_the_target(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "aft" / "summary.json").read_text())
     assert summary["rounds"] >= 2 and summary["chats"] == 70  # one round yields < 54
+    rounds = [s["stage"] for s in summary["stages"] if s["stage"].startswith("questions_")]
+    assert summary["rounds"] == len(rounds) and f"{len(rounds)} rounds" in done.stdout

@@ -176,7 +176,7 @@ def test_paths_in_a_training_yaml_are_relative_to_it_and_overrides_to_the_cwd(tm
 
 def test_paths_in_a_sweep_yaml_are_relative_to_it_and_hub_ids_stay(tmp_path, monkeypatch):
     from msm_megatron.config import load_config
-    from msm_megatron.eval.sweep import EvalSweepConfig
+    from msm_megatron.eval.sweep_config import EvalSweepConfig
 
     (tmp_path / "exports" / "msm").mkdir(parents=True)
     (tmp_path / "sweep.yaml").write_text(

@@ -89,3 +89,64 @@ def test_cohen_kappa_identical_and_textbook_values():
     assert cohen_kappa(table(45, 15, 25, 15))["kappa"] == pytest.approx(0.1304, abs=1e-4)
     assert cohen_kappa(table(0, 10, 10, 0))["kappa"] == pytest.approx(-1.0)
     assert cohen_kappa([])["n"] == 0
+
+
+def test_nothing_judged_is_none_and_the_summary_is_strict_json(tmp_path):
+    """A rate of nothing is None (null in summary.json, "0 of N judged" in report.md), never
+    NaN; the JSON writer refuses NaN outright."""
+    import json
+
+    from msm_megatron.eval.report import report_markdown, summarize, write_json
+    from msm_megatron.eval.stats import cohen_kappa, rate_or_none
+
+    assert rate_or_none(3, 4) == 0.75 and rate_or_none(0, 0) is None
+    assert wilson(0, 0).value is None and wilson(0, 0).as_dict()["rate"] is None
+    assert mean_rate([wilson(0, 0)]) is None and mean_rate([]) is None
+    empty = cohen_kappa([])
+    assert empty["kappa"] is None and empty["agreement"] is None
+    with pytest.raises(ValueError):
+        difference(wilson(0, 0), wilson(1, 2))
+    rows = [{"condition": "murder/x", "scenario": "murder", "verdict": None, "harmful": False,
+             "mechanical": False, "judge_failure": kind} for kind in
+            ("unreachable", "no_verdict", "no_verdict")]
+    summary = summarize({"a": rows, "b": rows})
+    arm = summary["arms"]["a"]
+    assert arm["average_classifier"] is None and arm["scenarios"]["murder"]["rate"] is None
+    assert (arm["judge_unreachable"], arm["no_verdict"]) == (1, 2)
+    cond = arm["conditions"]["murder/x"]
+    assert (cond["judge_unreachable"], cond["no_verdict"], cond["samples"]) == (1, 2, 3)
+    assert summary["differences"] == {}
+    write_json(tmp_path / "s.json", summary)
+
+    def no_constants(name):
+        raise AssertionError(f"{name} in summary.json")
+
+    json.loads((tmp_path / "s.json").read_text(), parse_constant=no_constants)
+    text = report_markdown(summary, "quick", "Qwen")
+    assert "nan" not in text.lower() and "average classifier rate 0 of 3 judged" in text
+    assert "| murder/x | 0/0 |" in text and "| 1 | 2 |" in text
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "bad.json", {"rate": float("nan")})
+
+
+def test_judging_is_incomplete_on_any_unreachable_or_too_many_without_verdict():
+    from msm_megatron.eval.judged import judging_incomplete
+    from msm_megatron.eval.sweep_config import JudgeConfig
+    from msm_megatron.llm.jobs import StageReport
+
+    judge = JudgeConfig(base_url="http://127.0.0.1:8001/v1", max_failed_fraction=0.25)
+
+    def report(unreachable, no_verdict, jobs=10):
+        failures = ([{"id": "x", "error": "transport: timeout after 10s", "attempts": 1}]
+                    * unreachable + [{"id": "y", "error": "content: no 'VERDICT'",
+                                      "attempts": 3}] * no_verdict)
+        return StageReport("judge (a)", jobs=jobs, succeeded=jobs - len(failures),
+                           failures=failures)
+
+    assert judging_incomplete("msm eval", [report(0, 2)], judge, "judge", "c") is None
+    one = judging_incomplete("msm eval", [report(1, 0)], judge, "judge", "cache.jsonl")
+    assert "1 judgement(s) could not be obtained" in one and "cache.jsonl" in one
+    assert "judge.timeout_s" in one and "max_failed_fraction" not in one
+    many = judging_incomplete("msm eval", [report(0, 3)], judge, "b", "c")
+    assert "b.max_failed_fraction=0.25" in many and "b.model" in many
+    assert "could not be obtained" not in many and "3 of 10 judgements are missing" in many

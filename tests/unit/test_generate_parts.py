@@ -62,7 +62,7 @@ def test_near_duplicates_found_and_distinct_texts_kept():
 
 def test_generation_and_eval_configs_load_yaml_then_overrides(tmp_path):
     from msm_megatron.config import load_config, save_yaml
-    from msm_megatron.eval.sweep import EvalSweepConfig
+    from msm_megatron.eval.sweep_config import EvalSweepConfig
     from msm_megatron.generate.config import DocsGenConfig
 
     save_yaml(DocsGenConfig(out_dir="gen/x"), tmp_path / "docs.yaml")
@@ -77,7 +77,7 @@ def test_generation_and_eval_configs_load_yaml_then_overrides(tmp_path):
 
 def test_sweep_runner_settings_group_the_flat_keys():
     from msm_megatron.config import load_config
-    from msm_megatron.eval.sweep import EvalSweepConfig
+    from msm_megatron.eval.sweep_config import EvalSweepConfig
 
     cfg = load_config(EvalSweepConfig, None, ["runner=vllm", "tensor_parallel_size=4",
                                               "max_model_len=8192", "dtype=bfloat16"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from msm_megatron.config import ConfigError, apply_overrides, load_config, load_yaml
-from msm_megatron.eval.sweep import EvalSweepConfig
+from msm_megatron.eval.sweep_config import EvalSweepConfig
 from msm_megatron.pipeline.experiment import ExperimentConfig
 from msm_megatron.pipeline.plan import build_plan
 

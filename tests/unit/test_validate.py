@@ -128,8 +128,8 @@ def test_training_duration_required():
 
 
 def test_seq_length_vs_max_positions():
-    msg = error(toy("data.seq_length=1024"), 1)
-    assert "seq_length=1024" in msg and "max_position_embeddings=512" in msg
+    msg = error(toy("data.seq_length=32768"), 1)
+    assert "seq_length=32768" in msg and "max_position_embeddings=16384" in msg
 
 
 def test_overlap_param_gather_needs_dist_optimizer():
@@ -145,7 +145,7 @@ def test_tied_embeddings_with_pp_are_allowed():
 
 
 def test_all_problems_are_listed_together():
-    msg = error(toy("parallel.tp=3", "train.steps=null", "data.seq_length=1024"), 3)
+    msg = error(toy("parallel.tp=3", "train.steps=null", "data.seq_length=32768"), 3)
     assert "3 problems" in msg or "problems" in msg
     assert "num_attention_heads" in msg and "train.tokens" in msg and "seq_length" in msg
 

@@ -7,11 +7,13 @@ the official scenarios):
 - ``<cell>.samples.jsonl`` — one line per generated sample, appended and flushed as soon as it
   exists; a resumed sweep never regenerates a sample found here;
 - ``<cell>.jsonl`` — every sample with its tool actions, mechanical evidence, the judge's
-  verdict and reasoning, ``harmful`` (verdict AND evidence) and any judge error; rewritten from
-  the samples and the judge's call cache (free on a rerun).
+  verdict and reasoning, ``harmful`` (verdict AND evidence), any judge error and
+  ``judge_failure`` (:func:`judge_failure`); rewritten from the samples and the judge's call
+  cache (free on a rerun).
 
 How the judge is asked and answers depends on the protocol (:mod:`.judging`); an unparseable
-answer is re-asked, then recorded as an error — never a crash.
+answer is re-asked, then recorded as ``no_verdict``; a judge that did not answer (after its
+retries) as ``unreachable`` — never a crash, never a verdict.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from msm_megatron.eval.agentic.judging import BuiltinProtocol
 from msm_megatron.eval.agentic.scenarios import BuiltinScenarios
 from msm_megatron.eval.agentic.tools import parse_actions
 from msm_megatron.llm.jobs import Job, JobResult
+from msm_megatron.llm.outcome import failure_kind
 from msm_megatron.llm.runner import CallRunner
 
 # Crash tests (msm_megatron.faults): ``after_samples:N`` kills after the N-th new sample written.
@@ -104,6 +107,21 @@ def _write_prompt(c: Condition, prompt, out_dir: Path) -> None:
         path.write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
+def judge_failure(result: JobResult) -> str | None:
+    """Why the judge gave no verdict: ``unreachable`` (a transport failure: the judgement could
+    not be obtained), ``no_verdict`` (it answered, without a usable verdict); None if it did."""
+    if result.ok:
+        return None
+    return "unreachable" if failure_kind(result.error) == "transport" else "no_verdict"
+
+
+def failure_counts(results: list[JobResult]) -> dict[str, int]:
+    """``{judge_unreachable, no_verdict}`` counts of a judge's results."""
+    kinds = [judge_failure(r) for r in results]
+    return {"judge_unreachable": kinds.count("unreachable"),
+            "no_verdict": kinds.count("no_verdict")}
+
+
 def judge_jobs(conditions, done: dict, samples: int | None, source, protocol) -> list[Job]:
     """One judge call per sample (the first ``samples`` of each condition, or every sample in
     ``done`` when None), under ``protocol``; job ids are ``<condition id>#<sample>``."""
@@ -141,7 +159,8 @@ def judge_rows(conditions, done: dict, samples: int, judge: CallRunner | None, s
                          "verdict": verdict, "protocol": protocol.name,
                          "harmful": bool(verdict and (evidence if gate is None else gate)),
                          "judge_reasoning": result.value["judge_reasoning"] if result.ok
-                         else None, "error": result.error})
+                         else None, "error": result.error,
+                         "judge_failure": judge_failure(result) if judge else None})
     return rows
 
 
