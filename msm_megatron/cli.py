@@ -131,6 +131,13 @@ def cmd_eval(args, argv: list[str]) -> int:
         from msm_megatron.eval.agreement import main as agreement_main
 
         return agreement_main(argv[argv.index("agreement") + 1:])
+    if args.overrides[:1] == ["render"]:  # msm eval render OUT_DIR ...
+        from msm_megatron.eval.render import main as render_main
+
+        return render_main(argv[argv.index("render") + 1:])
+    if args.completions:
+        raise ConfigError("--completions is for `msm eval render OUT_DIR ...`; a sweep samples "
+                          "its own completions")
     from msm_megatron.eval.sweep import run_sweep, summary_lines
     from msm_megatron.eval.sweep_config import EvalSweepConfig
 
@@ -195,10 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_pipeline_parser(sub, run_argv=main)  # a pipeline stage runs `msm <argv>` in-process
     ev = sub.add_parser("eval", help="agentic-misalignment sweep over HF exports (report); "
-                        "`msm eval agreement SWEEP_DIR ...` compares two judges")
+                        "`msm eval agreement SWEEP_DIR ...` compares two judges; "
+                        "`msm eval render OUT_DIR ...` writes the prompts without a model")
     ev.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. preset=paper")
     ev.add_argument("--config", help="sweep YAML (see msm_megatron/eval/sweep_config.py)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.add_argument("--completions", metavar="FILE",
+                    help="`msm eval render` only: JSONL of completions to build judge requests for")
     ev.set_defaults(func=cmd_eval)
     demo = sub.add_parser("demo", help="CPU demo: the whole pipeline on a toy Qwen3 "
                           "(examples/pipeline/toy.yaml)")

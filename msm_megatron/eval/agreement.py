@@ -97,7 +97,8 @@ def _verdicts(judge: JudgeConfig, group: str, label: str, sweep, source, conditi
     from msm_megatron.llm.runner import CallRunner
 
     protocol = resolve_protocol(judge.protocol, source,
-                                sweep.judge_sees_reasoning if judge.protocol != "paper" else False)
+                                sweep.judge_sees_reasoning if judge.protocol != "paper" else False,
+                                judge=judge)
     cache = CallCache(out / f"{label}_calls.jsonl")
     runner = CallRunner(backend_from(judge, group), cache, concurrency=judge.concurrency,
                         content_attempts=3, progress=progress)

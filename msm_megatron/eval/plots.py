@@ -1,6 +1,7 @@
 """PNG plots of a sweep summary: misalignment per condition and per scenario (bars with Wilson
 95 % intervals, one colour per arm), and the data-efficiency curve (average misalignment
-against AFT examples, log scale, one line per series, arms without a size as dashed lines).
+against AFT examples, log scale, one line per series, arms without a size as dashed lines),
+and the forced-choice value rates (per arm, one bar per eval set's value, one panel per scoring).
 
 matplotlib's object API only (no pyplot): no global backend or figure state.
 """
@@ -79,5 +80,30 @@ def plot_data_efficiency(curves: dict, path: Path, metric: str = "classifier") -
     ax.set(xlabel="alignment fine-tuning examples", ylabel=f"average misalignment ({metric})",
            ylim=(0, 1), title="data efficiency")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_forced_choice(forced: dict, path: Path) -> None:
+    """The paper's value-generalization figure: per arm (groups), the value-consistent choice
+    rate on each eval set (bars, labelled by the value its answer key stands for) with Wilson
+    95 % intervals; one panel per scoring."""
+    from matplotlib.figure import Figure
+
+    from msm_megatron.eval.forced_choice import SCORINGS
+
+    arms = list(forced["arms"])
+    sets = list(forced["sets"])  # in the summary's order
+    by_label = {f"{forced['sets'][s]['value']} ({s})": s for s in sets}
+    fig = Figure(figsize=(max(8, 2.2 * len(SCORINGS) * max(1, len(arms) / 2)), 3.8))
+    axes = fig.subplots(1, len(SCORINGS), sharey=True)
+    for ax, (scoring, title) in zip(axes, SCORINGS.items(), strict=True):
+        _bars(ax, arms, list(by_label),
+              lambda label, arm, sc=scoring: forced["arms"][arm][by_label[label]][sc])
+        ax.set_xticklabels(arms, rotation=30, ha="right")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(0, 1.25)  # room for the legend above the bars
+        ax.set_ylabel("value-consistent choice rate" if ax is axes[0] else "")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from msm_megatron.eval.forced_choice import SCORINGS
 from msm_megatron.eval.stats import difference, mean_rate, wilson
 
 JUDGE_FAILURES = ("unreachable", "no_verdict")  # a row's ``judge_failure`` (None: judged)
@@ -110,6 +111,10 @@ def write_report(out: Path, summary: dict, preset: str, assistant_name: str) -> 
     """``summary.json``, ``report.md`` and, when some arm has agentic results, the plots."""
     write_json(out / "summary.json", summary)
     (out / "report.md").write_text(report_markdown(summary, preset, assistant_name))
+    if summary.get("forced_choice", {}).get("arms"):
+        from msm_megatron.eval.plots import plot_forced_choice
+
+        plot_forced_choice(summary["forced_choice"], out / "forced_choice.png")
     if summary["arms"]:
         from msm_megatron.eval.plots import plot_conditions, plot_data_efficiency, plot_scenarios
 
@@ -131,6 +136,7 @@ def report_markdown(summary: dict, preset: str, assistant_name: str) -> str:
     lines += data_efficiency_section(summary)
     lines += differences_section(summary)
     lines += values_section(summary)
+    lines += forced_choice_section(summary)
     lines += traces_section(summary)
     lines += capability_section(summary)
     return "\n".join(lines) + "\n"
@@ -257,6 +263,46 @@ def values_section(summary: dict) -> list[str]:
                 if value != "unparsed":
                     lines.append(f"| {arm} | {scoring} | {value} | {r['k']}/{r['n']} | "
                                  f"{r['low']:.2f}–{r['high']:.2f} | {scores['unparsed']} |")
+    return lines
+
+
+
+
+def _cell(r: dict) -> str:
+    """``k/n rate (low–high)``; ``0/0`` when nothing was scored."""
+    if r["rate"] is None:
+        return "0/0"
+    return f"{r['k']}/{r['n']} {r['rate']:.0%} ({r['low']:.2f}–{r['high']:.2f})"
+
+
+def forced_choice_section(summary: dict) -> list[str]:
+    """Value-consistent choice rates per arm, eval set and scoring; differences from the
+    baseline arm."""
+    fc = summary.get("forced_choice")
+    if not fc or not fc.get("arms"):
+        return []
+    lines = ["", "## Forced-choice value generalization (value-consistent choice rate, Wilson "
+             "95 % CI)", "", "Eval sets: " + "; ".join(
+                 f"**{name}** ({s['items']} items, answer key = *{s['value']}*, fields "
+                 f"{s['fields']['question']}/{s['fields']['options']}/{s['fields']['answer']})"
+                 for name, s in fc["sets"].items()) + ".", "",
+             "| arm | set | value | format | " + " | ".join(SCORINGS.values())
+             + " | parse rate |", "| --- | --- | --- | --- |" + " --- |" * 5]
+    for arm, sets in fc["arms"].items():
+        for name, r in sets.items():
+            lines.append(f"| {arm} | {name} | {r['value']} | {r['format']} | "
+                         + " | ".join(_cell(r[s]) for s in SCORINGS)
+                         + f" | {_cell(r['parse_rate'])} |")
+    if fc.get("differences"):
+        lines += ["", f"Differences from **{fc['baseline']}** (Newcombe 95 % CI):", "",
+                  "| arm | set | " + " | ".join(SCORINGS.values()) + " |",
+                  "| --- | --- |" + " --- |" * 4]
+        for arm, sets in fc["differences"].items():
+            for name, by in sets.items():
+                cells = ["–" if d is None else
+                         f"{d['difference']:+.1%} ({d['low']:+.1%} to {d['high']:+.1%})"
+                         for d in (by[s] for s in SCORINGS)]
+                lines.append(f"| {arm} | {name} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -57,6 +57,11 @@ def chat_messages(system: str, user: str) -> list[dict]:
 
 def chat_prompt_ids(tokenizer, system: str, user: str) -> list[int]:
     """The model's chat template applied to (system, user), ending with the assistant turn."""
+    if tokenizer.chat_template is None:
+        raise ConfigError(f"{tokenizer.name_or_path}: the tokenizer has no chat template; "
+                          "export the checkpoint with its tokenizer (msm convert export "
+                          "--hf-assets), or score it in the completion format "
+                          "(forced_choice.prompt_format=completion)")
     out = tokenizer.apply_chat_template(chat_messages(system, user), add_generation_prompt=True,
                                         tokenize=True, return_dict=True)
     return list(out["input_ids"])
@@ -82,11 +87,14 @@ def check_context(runner, prompts, max_new_tokens: int, where: str) -> None:
             "the model allows more)")
 
 
-def load_tokenizer(model_dir: str | Path):
+def load_tokenizer(model_dir: str | Path, chat_template: bool = True):
+    """The model's tokenizer; with ``chat_template`` a ConfigError when it has none (the
+    runners load it without: a base model is scored in the completion format, and
+    :func:`chat_prompt_ids` refuses a chat prompt on it)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if tokenizer.chat_template is None:
+    if chat_template and tokenizer.chat_template is None:
         raise ConfigError(f"{model_dir}: the tokenizer has no chat template; export the "
                           "checkpoint with its tokenizer (msm convert export --hf-assets)")
     return tokenizer
@@ -125,7 +133,7 @@ class HFRunner:
         if lora_adapter(model_dir) is not None:
             raise ConfigError(f"{model_dir} is a LoRA adapter: use runner=vllm, or merge it "
                               "into its base model (msm convert export) for runner=hf")
-        self.tokenizer = load_tokenizer(model_dir)
+        self.tokenizer = load_tokenizer(model_dir, chat_template=False)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
         self.context_length = getattr(self.model.config, "max_position_embeddings", None)
@@ -167,6 +175,44 @@ class HFRunner:
                 logits = self.model(input_ids=ids).logits[0, -1].float()
             logp = torch.log_softmax(logits, dim=-1)
             out.append({c: float(logp[t]) for c, t in ids_of.items()})
+        return out
+
+    def continuation_logprobs(self, pairs: list[tuple[list[int], list[int]]]
+                              ) -> list[list[float]]:
+        """Per pair (context ids, continuation ids): the log-probability of each continuation
+        token given everything before it (one forward pass over the whole sequence, fp32
+        log-softmax)."""
+        import torch
+
+        out = []
+        for context, continuation in pairs:
+            ids = torch.tensor([context + continuation], device=self.model.device)
+            with torch.no_grad():
+                logits = self.model(input_ids=ids).logits[0].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            out.append([float(logp[len(context) + i - 1, t])
+                        for i, t in enumerate(continuation)])
+        return out
+
+    def greedy_from_ids(self, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
+        """One greedy reply per prompt (token ids, any format), decoded without special
+        tokens; it ends at the tokenizer's end-of-sequence token or the model's (as vLLM's
+        does)."""
+        import torch
+
+        stops = self.model.generation_config.eos_token_id
+        stops = [] if stops is None else [stops] if isinstance(stops, int) else list(stops)
+        if self.tokenizer.eos_token_id is not None:
+            stops.append(self.tokenizer.eos_token_id)
+        out = []
+        for prompt in prompts:
+            ids = torch.tensor([prompt], device=self.model.device)
+            with torch.no_grad():
+                tokens = self.model.generate(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                    max_new_tokens=max_new_tokens, eos_token_id=stops or None,
+                    pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+            out.append(self.tokenizer.decode(tokens[0, ids.shape[1]:], skip_special_tokens=True))
         return out
 
     def close(self) -> None:
@@ -265,7 +311,8 @@ class VLLMRunner:
                                     gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
                                     enforce_eager=enforce_eager)
         self.tokenizer = load_tokenizer(self.adapter_dir if adapter and (
-            Path(model_dir) / "tokenizer_config.json").is_file() else self.base)
+            Path(model_dir) / "tokenizer_config.json").is_file() else self.base,
+            chat_template=False)
         self.context_length = _engine_context(self.llm, max_model_len)
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
 
@@ -317,6 +364,31 @@ class VLLMRunner:
                 scores[letter] = float(last[token].logprob)
             out.append(scores)
         return out
+
+    def continuation_logprobs(self, pairs: list[tuple[list[int], list[int]]]
+                              ) -> list[list[float]]:
+        """Per pair (context ids, continuation ids): the log-probability of each continuation
+        token, read from ``prompt_logprobs`` of the whole sequence (exact, as
+        :meth:`HFRunner.continuation_logprobs` computes them)."""
+        from vllm import SamplingParams
+
+        outputs = self.llm.generate([{"prompt_token_ids": c + t} for c, t in pairs],
+                                    SamplingParams(max_tokens=1, prompt_logprobs=0),
+                                    lora_request=self._lora(), use_tqdm=False)
+        return [[float(out.prompt_logprobs[len(c) + i][t].logprob) for i, t in enumerate(cont)]
+                for (c, cont), out in zip(pairs, outputs, strict=True)]
+
+    def greedy_from_ids(self, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
+        """One greedy reply per prompt (token ids, any format), decoded as the HF runner
+        decodes."""
+        from vllm import SamplingParams
+
+        outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts],
+                                    SamplingParams(temperature=0.0, max_tokens=max_new_tokens,
+                                                   detokenize=False),
+                                    lora_request=self._lora(), use_tqdm=False)
+        return self.tokenizer.batch_decode([list(o.outputs[0].token_ids) for o in outputs],
+                                           skip_special_tokens=True)
 
     def close(self) -> None:  # the engine belongs to the cache (shared by adapter arms)
         return None

@@ -65,6 +65,15 @@ def difference(a: Rate, b: Rate) -> tuple[float, float, float]:
     return d, max(-1.0, low), min(1.0, high)
 
 
+def difference_or_none(a: Rate, b: Rate) -> dict | None:
+    """``{difference, low, high}`` of ``a - b`` (:func:`difference`), or None when either side
+    has nothing to compare (``n`` = 0)."""
+    if not a.n or not b.n:
+        return None
+    d, low, high = difference(a, b)
+    return {"difference": d, "low": low, "high": high}
+
+
 def mean_rate(rates: list[Rate]) -> float | None:
     """Average of per-condition rates (the paper's "average misalignment rate"), over the
     conditions with a judged sample; None when none has one."""

@@ -13,9 +13,10 @@ Example (``--config sweep.yaml`` takes the same keys; dotlist overrides win)::
 Outputs under ``out_dir``: per-sample JSONL per arm and condition (resumable, see
 :mod:`msm_megatron.eval.agentic.run`), ``report.md`` (per-condition classifier and harmful rates
 with Wilson 95 % intervals, per-scenario rates, averages, arm-vs-arm differences with Newcombe
-intervals, value-generalization, trace-label and capability tables when those tasks ran),
-``summary.json``, ``misalignment.png``, ``scenarios.png`` and, when ``aft_examples`` gives arms
-their AFT sizes, ``data_efficiency.png``.
+intervals, value-generalization, forced-choice, trace-label and capability tables when those
+tasks ran), ``summary.json``, ``misalignment.png``, ``scenarios.png``, ``forced_choice.png``
+(task forced_choice) and, when ``aft_examples`` gives arms their AFT sizes,
+``data_efficiency.png``.
 
 Before anything is loaded or paid for, every setting is checked (arms, tasks, scenarios, the
 judge), then every endpoint answers one cheap request (the judge; with ``runner=openai`` the
@@ -76,11 +77,43 @@ class Plan:
     source: object
     protocol: object
     chosen: object
+    sets: list | None = None  # task forced_choice: the eval sets, read
+
+
+@dataclass(frozen=True)
+class Scenarios:
+    """What the scenario settings resolve to: the source, the judge protocol, the preset and
+    every cell's prompt (the sweep and ``msm eval render`` alike)."""
+
+    source: object
+    protocol: object
+    chosen: object  # the preset: conditions, samples, temperature, max_new_tokens
+    prompts: dict  # condition id -> Prompt
+
+    @property
+    def conditions(self) -> tuple:
+        return tuple(self.chosen.conditions)
+
+
+def resolve_scenarios(cfg: EvalSweepConfig) -> Scenarios:
+    """The scenario source, judge protocol, preset and every cell's prompt, read before any
+    model loads (ConfigError on a bad setting, clone or template)."""
+    from msm_megatron.eval.agentic.judging import resolve_protocol
+    from msm_megatron.eval.agentic.pysource import SourceError
+
+    source = scenario_source(cfg.scenarios)
+    protocol = resolve_protocol(cfg.judge.protocol, source, cfg.judge_sees_reasoning,
+                                judge=cfg.judge)
+    try:
+        chosen = source.preset(cfg.preset, cfg.assistant_name)
+        prompts = {c.id: source.prompt(c) for c in chosen.conditions}
+    except SourceError as exc:
+        raise ConfigError(str(exc)) from exc
+    return Scenarios(source, protocol, chosen, prompts)
 
 
 def check_settings(cfg: EvalSweepConfig) -> Plan:
     """Every setting, before any endpoint is asked or model loaded (ConfigError, exit 2)."""
-    from msm_megatron.eval.agentic.judging import resolve_protocol
     from msm_megatron.eval.agentic.pysource import SourceError
 
     arms = parse_arms(cfg.arms)
@@ -99,6 +132,16 @@ def check_settings(cfg: EvalSweepConfig) -> Plan:
         from msm_megatron.eval.values import load_probes
 
         probes = load_probes(cfg.value_probes)  # bad probes fail before any model loads
+    sets = None
+    if "forced_choice" in cfg.tasks:
+        from msm_megatron.eval.forced_choice import baseline
+        from msm_megatron.eval.forced_choice_sets import load_sets
+
+        if cfg.runner == "openai":
+            raise ConfigError("task forced_choice scores option log-likelihoods: use runner=vllm "
+                              "or runner=hf (a server gives no prompt log-probabilities)")
+        sets = load_sets(cfg.forced_choice)  # bad rows fail before any model loads
+        baseline(cfg.forced_choice, [n for n, _ in arms])
     from msm_megatron.eval.capability import check_installed
 
     check_installed(cfg.lm_eval_tasks)
@@ -112,17 +155,14 @@ def check_settings(cfg: EvalSweepConfig) -> Plan:
         raise ConfigError("runner=openai needs runner_base_url (the server of the export, e.g. "
                           "http://127.0.0.1:8000/v1)")
     check_arm_paths(arms, cfg.runner)
-    source = scenario_source(cfg.scenarios)
-    protocol = resolve_protocol(cfg.judge.protocol, source, cfg.judge_sees_reasoning)
-    try:  # every prompt and classifier is read before any model loads
-        chosen = source.preset(cfg.preset, cfg.assistant_name)
-        for c in chosen.conditions:
-            prompt = source.prompt(c)
-            if "agentic_misalignment" in cfg.tasks and mode == "llm":
-                protocol.request(c, prompt, "")
-    except SourceError as exc:
-        raise ConfigError(str(exc)) from exc
-    return Plan(arms, mode, probes, source, protocol, chosen)
+    scenarios = resolve_scenarios(cfg)  # every prompt is read before any model loads
+    if "agentic_misalignment" in cfg.tasks and mode == "llm":
+        try:  # and every classifier
+            for c in scenarios.conditions:
+                scenarios.protocol.request(c, scenarios.prompts[c.id], "")
+        except SourceError as exc:
+            raise ConfigError(str(exc)) from exc
+    return Plan(arms, mode, probes, scenarios.source, scenarios.protocol, scenarios.chosen, sets)
 
 
 def check_endpoints(cfg: EvalSweepConfig, plan: Plan) -> dict:
@@ -161,6 +201,7 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     values: dict[str, dict] = {}
     capability: dict[str, dict] = {}
     traces: dict[str, dict] = {}
+    forced: dict[str, dict] = {}
     judge_reports: list = []
     engines = None
     if cfg.runner == "vllm":
@@ -172,7 +213,8 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
             arm = _run_arm(cfg, plan, name, path, engines, progress, endpoints.get(name))
             judge_reports += arm.pop("judge_reports", [])
             for key, table in (("agentic", results), ("values", values),
-                               ("capability", capability), ("traces", traces)):
+                               ("capability", capability), ("traces", traces),
+                               ("forced_choice", forced)):
                 if key in arm:
                     table[name] = arm[key]
     finally:
@@ -186,6 +228,11 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     summary["value_generalization"] = values
     summary["reasoning_traces"] = traces
     summary["capability"] = capability
+    if plan.sets is not None:
+        from msm_megatron.eval.forced_choice import summarize as forced_summary
+
+        summary["forced_choice"] = forced_summary(forced, cfg.forced_choice, plan.sets,
+                                                  [n for n, _ in plan.arms])
     if summary["arms"] and cfg.aft_examples:
         summary["data_efficiency"] = data_efficiency(summary, cfg.aft_examples, cfg.series)
     from msm_megatron.eval.judged import judging_incomplete
@@ -277,6 +324,11 @@ def _run_arm(cfg: EvalSweepConfig, plan: Plan, name: str, path: str, engines,
 
             out["values"] = run_probes(runner, plan.probes, arm_dir / "value_generalization" /
                                        "choices.jsonl", cfg.seed)
+        if plan.sets is not None:
+            from msm_megatron.eval.forced_choice import run_sets
+
+            out["forced_choice"] = run_sets(runner, plan.sets, cfg.forced_choice, arm_dir,
+                                            f"arm {name} ({path})")
     finally:
         runner.close()
         if judge_cache is not None:
@@ -319,6 +371,20 @@ class LazyRunner:
 
     def letter_logprobs(self, users, letters=("A", "B")):
         return self._get().letter_logprobs(users, letters)
+
+    @property
+    def tokenizer(self):
+        return self._get().tokenizer
+
+    @property
+    def context_length(self):
+        return self._get().context_length
+
+    def continuation_logprobs(self, pairs):
+        return self._get().continuation_logprobs(pairs)
+
+    def greedy_from_ids(self, prompts, max_new_tokens):
+        return self._get().greedy_from_ids(prompts, max_new_tokens)
 
     def close(self) -> None:
         if self._runner is not None:

@@ -14,10 +14,11 @@ from typing import Literal
 
 from msm_megatron.config import ConfigError
 from msm_megatron.config_paths import as_path, model_ref, named_entry, path_field
+from msm_megatron.eval.forced_choice_sets import ForcedChoiceConfig
 from msm_megatron.llm.config import BackendConfig
 from msm_megatron.llm.outcome import Knobs
 
-TASKS = ("agentic_misalignment", "value_generalization", "reasoning_traces")
+TASKS = ("agentic_misalignment", "value_generalization", "reasoning_traces", "forced_choice")
 VALUE_PROBES = str(Path(__file__).resolve().parents[2] / "examples" / "eval" / "value_probes.jsonl")
 
 
@@ -28,10 +29,17 @@ class JudgeConfig(BackendConfig):
     scenarios), ``builtin`` = this project's rubric (the default with builtin scenarios).
 
     Unconfigured by default: a judge is configured when ``base_url`` is set or ``kind`` needs
-    none (``anthropic``, ``vllm``), see :func:`judge_configured`."""
+    none (``anthropic``, ``vllm``), see :func:`judge_configured`.
+
+    ``temperature`` / ``max_tokens``: unset, each protocol sends its own (``builtin``: 0 and
+    1,024; ``paper``: what the clone's classifier code sends — the MSM scorer sends neither,
+    so the server's defaults apply, and ``kind=anthropic`` sends max_tokens 4,096 as the API
+    requires one); set, they are sent under either protocol."""
 
     base_url: str | None = None
     protocol: Literal["auto", "builtin", "paper"] = "auto"
+    temperature: float | None = None
+    max_tokens: int | None = None
 
 
 NO_JUDGE = ("no judge configured (set judge.base_url or judge.kind): scoring mechanically "
@@ -126,6 +134,8 @@ class EvalSweepConfig:
     arms: list[str] = path_field(named_entry(model_ref), default_factory=list)
     tasks: list[str] = field(default_factory=lambda: ["agentic_misalignment"])
     value_probes: str = path_field(default=VALUE_PROBES)  # for task value_generalization
+    # task forced_choice: eval sets, their fields, prompt format, baseline arm
+    forced_choice: ForcedChoiceConfig = field(default_factory=ForcedChoiceConfig)
     assistant_name: str = "Qwen"
     preset: Literal["quick", "paper", "full"] = "quick"
     samples: int | None = None  # default: the preset's

@@ -10,19 +10,20 @@ Probe file (JSONL, one probe per line; ``examples/eval/value_probes.jsonl`` is o
 positions so that a model that always says "A" is not value-consistent. The prompt asks for one
 letter. *Log-probability* scoring compares the model's next-token probability of "A" and "B"
 right after the assistant turn starts (HF and vLLM runners); *generation* scoring reads the
-first A/B letter of a sampled reply (any runner); a reply with neither counts as unparsed.
+A/B letter a sampled reply states as its answer (any runner;
+:func:`msm_megatron.eval.forced_choice.reply_letter`); a reply with neither counts as unparsed.
+The forced-choice task (:mod:`msm_megatron.eval.forced_choice`) scores the released eval sets
+the way the paper did; these probes remain a quick A/B check of our own.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from msm_megatron.config import ConfigError
+from msm_megatron.eval.forced_choice import reply_letter
 from msm_megatron.eval.stats import wilson
-
-_LETTER = re.compile(r"\b([AB])\b")
 
 
 def load_probes(path: str | Path) -> list[dict]:
@@ -62,13 +63,12 @@ def choices_by_logprob(runner, probes: list[dict]) -> dict[str, str]:
 
 
 def choices_by_generation(runner, probes: list[dict], seed: int = 0) -> dict[str, str | None]:
-    """The first standalone A/B letter of one sampled reply per probe (None: neither)."""
+    """The A/B letter one sampled reply per probe states as its answer (None: neither)."""
     from msm_megatron.eval.runners import SampleBatch, prompt_seed
 
     replies = runner.generate([SampleBatch("", probe_prompt(p), (0,), prompt_seed(seed, p["id"]))
                                for p in probes])
-    found = {p["id"]: _LETTER.search(r[0]) for p, r in zip(probes, replies, strict=True)}
-    return {k: m.group(1) if m else None for k, m in found.items()}
+    return {p["id"]: reply_letter(r[0], "AB") for p, r in zip(probes, replies, strict=True)}
 
 
 def score(probes: list[dict], choices: dict[str, str | None]) -> dict:

@@ -14,16 +14,22 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+OMITTED_WHEN_UNSET = ("max_tokens", "temperature", "seed")  # LLMRequest fields, None = not sent
+
 
 @dataclass(frozen=True)
 class LLMRequest:
     """One chat completion. ``attempt`` distinguishes deliberate re-asks of the same prompt (a
-    response rejected for its content), so each re-ask has its own cache entry."""
+    response rejected for its content), so each re-ask has its own cache entry.
+
+    ``max_tokens``, ``temperature`` and ``seed`` set to None are left out of the request body:
+    the server's defaults apply (an Anthropic body must name max_tokens, see
+    :data:`~msm_megatron.llm.http_backends.ANTHROPIC_DEFAULT_MAX_TOKENS`)."""
 
     messages: tuple[tuple[str, str], ...]  # (role, content), roles "user"/"assistant"
     system: str | None = None
-    max_tokens: int = 1024
-    temperature: float = 1.0
+    max_tokens: int | None = 1024
+    temperature: float | None = 1.0
     attempt: int = 0
     seed: int | None = None  # sampling seed, for backends that take one (OpenAI-compatible)
 
@@ -31,9 +37,16 @@ class LLMRequest:
     def user(text: str, system: str | None = None, **kwargs) -> LLMRequest:
         return LLMRequest(messages=(("user", text),), system=system, **kwargs)
 
+    def sampling(self) -> dict:
+        """The generation settings to send: ``max_tokens``, ``temperature``, ``seed``, those
+        that are set."""
+        return {k: getattr(self, k) for k in OMITTED_WHEN_UNSET if getattr(self, k) is not None}
+
     def key(self, backend_id: str) -> str:
-        """Content address of this call on a given backend/model (sha256 of canonical JSON)."""
-        fields = {k: v for k, v in asdict(self).items() if not (k == "seed" and v is None)}
+        """Content address of this call on a given backend/model (sha256 of canonical JSON);
+        unset settings are left out, so the key of a request that sets them all is unchanged."""
+        fields = {k: v for k, v in asdict(self).items()
+                  if not (k in OMITTED_WHEN_UNSET and v is None)}
         payload = json.dumps({"backend": backend_id, **fields}, sort_keys=True,
                              ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()

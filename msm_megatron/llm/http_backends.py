@@ -186,10 +186,7 @@ class OpenAICompatBackend(HTTPBackend):
         key = self._api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"
-        body = {"model": self.model, "messages": messages, "max_tokens": request.max_tokens,
-                "temperature": request.temperature}
-        if request.seed is not None:
-            body["seed"] = request.seed
+        body = {"model": self.model, "messages": messages, **request.sampling()}
         return f"{self.base_url}/chat/completions", headers, body
 
     def _parse(self, data: dict) -> LLMResponse:
@@ -201,6 +198,9 @@ class OpenAICompatBackend(HTTPBackend):
         return LLMResponse(text=text, finish_reason=choice.get("finish_reason") or "stop",
                            input_tokens=int(usage.get("prompt_tokens", 0)),
                            output_tokens=int(usage.get("completion_tokens", 0)))
+
+
+ANTHROPIC_DEFAULT_MAX_TOKENS = 4096  # sent when a request leaves max_tokens unset
 
 
 class AnthropicBackend(HTTPBackend):
@@ -218,9 +218,14 @@ class AnthropicBackend(HTTPBackend):
                 "anthropic-version": self.API_VERSION}
 
     def body(self, request: LLMRequest) -> dict:
-        """The Messages API body of a request (also a Message Batches ``params``)."""
-        body = {"model": self.model, "max_tokens": request.max_tokens,
-                "temperature": request.temperature,
+        """The Messages API body of a request (also a Message Batches ``params``); an unset
+        max_tokens is :data:`ANTHROPIC_DEFAULT_MAX_TOKENS` (the API requires one), an unset
+        temperature is not sent (the API's default, 1.0); no seed (the API takes none)."""
+        sampling = request.sampling()
+        sampling.pop("seed", None)
+        body = {"model": self.model,
+                "max_tokens": sampling.pop("max_tokens", ANTHROPIC_DEFAULT_MAX_TOKENS),
+                **sampling,
                 "messages": [{"role": role, "content": text} for role, text in request.messages]}
         if request.system:
             body["system"] = request.system

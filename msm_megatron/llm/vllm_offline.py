@@ -63,7 +63,9 @@ class VLLMOfflineBackend:
             + [{"role": role, "content": text} for role, text in r.messages] for r in requests]
         # detokenize=False, decoded once below: vLLM's incremental detokenizer can hold back
         # the bytes of an unfinished UTF-8 character (see msm_megatron.eval.runners)
-        params = [SamplingParams(temperature=r.temperature, max_tokens=r.max_tokens,
+        # a setting left unset (None) is vLLM's own default: temperature 1, up to the context
+        params = [SamplingParams(temperature=1.0 if r.temperature is None else r.temperature,
+                                 max_tokens=r.max_tokens,
                                  seed=int(r.key(self.backend_id)[:8], 16), detokenize=False)
                   for r in requests]
         outputs = llm.chat(conversations, params, use_tqdm=True)

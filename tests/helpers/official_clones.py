@@ -4,8 +4,9 @@ Written for these tests (no third-party text): the agentic-misalignment reposito
 (``templates/``, ``classifiers/``) and the MSM authors' repository
 (``evals/agentic_misalignment/...``). The module constants are built the way the official
 ``system_prompt_templates.py`` builds them (string concatenation inside a list comprehension
-over the two scratchpad variants, a ``GOAL_VARIABLES`` dict), and each module carries a canary
-statement that would create a file if anything executed it.
+over the two scratchpad variants — one loop name in the MSM repository, a tuple of the
+scratchpad and tool-use pieces in agentic-misalignment — and a ``GOAL_VARIABLES`` dict), and
+each module carries a canary statement that would create a file if anything executed it.
 
 :data:`PIECES` holds the raw pieces, so a test can render the expected prompts independently.
 """
@@ -84,13 +85,23 @@ def _templates_module(scenarios: tuple[str, ...], msm: bool) -> str:
         upper = s.upper()
         lines += [f"{upper}_TOOLUSE_FORMAT = {PIECES['tools'][s]!r}",
                   f"{upper}_SYSTEM_PROMPT, {upper}_SYSTEM_PROMPT_PROD = [",
-                  f"    {head!r}", "    + scratchpad_format", f"    + {tail!r}",
-                  f"    + {upper}_TOOLUSE_FORMAT",
-                  '    for scratchpad_format in [SCRATCHPAD_REASONING_FORMAT, "\\n\\n"]', "]"]
+                  f"    {head!r}", "    + scratchpad_format", f"    + {tail!r}"]
+        lines += _variants(upper, msm) + ["]"]
     lines += [f"USER_PROMPT = {PIECES['user_prompt']!r}",
               f"GOAL_VARIABLES = {json.dumps(goal_variables(msm), indent=1)}",
               "DERIVED = pathlib.Path('.').name  # a call: skipped, not run", ""]
     return "\n".join(lines)
+
+
+def _variants(upper: str, msm: bool) -> list[str]:
+    """The end of the comprehension: the loop over the scratchpad on/off variants."""
+    if msm:  # one loop name; the tool-use block named directly
+        return [f"    + {upper}_TOOLUSE_FORMAT",
+                '    for scratchpad_format in [SCRATCHPAD_REASONING_FORMAT, "\\n\\n"]']
+    return ["    + tooluse_format",  # a tuple target over (scratchpad, tool-use) pairs
+            "    for scratchpad_format, tooluse_format in [",
+            f"        (SCRATCHPAD_REASONING_FORMAT, {upper}_TOOLUSE_FORMAT),",
+            f'        ("\\n\\n", {upper}_TOOLUSE_FORMAT),', "    ]"]
 
 
 def email(sender: str, to: str, subject: str, body: str) -> str:
@@ -146,7 +157,9 @@ class Classifier:
 
 
 def classifier_module(stem: str, targets: list[str] | None, code: str | None,
-                      by_version: dict | None) -> str:
+                      by_version: dict | None, sends: dict | None = None) -> str:
+    """A classifier module; ``sends``: the keyword settings its judge call passes (none: the
+    call passes no generation settings, as the MSM scorer's)."""
     upper = stem.upper()
     lines = ['"""Fixture classifier."""', "import pathlib",
              f"pathlib.Path({CANARY!r}).write_text('ran')", "",
@@ -162,6 +175,9 @@ def classifier_module(stem: str, targets: list[str] | None, code: str | None,
     lines.append(f"        super().__init__({targets!r})" if targets else
                  "        super().__init__(['ignored@fixture.example'])" if not by_version else
                  "        super().__init__(self.pick(prompt_version))")
+    settings = "".join(f", {k}={v!r}" for k, v in (sends or {}).items())
+    lines += ["", "    async def ask_judge(self, client, messages):",
+              f"        return await client(self.model_id, messages{settings})"]
     lines += ["", "    def classify(self, response, grader_response):"]
     if code:
         lines.append(f"        return any({code!r} in m for m in response.split('<'))")
@@ -175,6 +191,7 @@ def classifier_module(stem: str, targets: list[str] | None, code: str | None,
 
 LEAK_TARGETS = ["secure@rival.example", "tips@watchdog.example"]
 MURDER_CODE = "7731"
+AM_JUDGE_SETTINGS = {"temperature": 0.0, "max_tokens": 2000}  # what its classifiers pass
 EXFIL_DOMAINS = {None: ["old.example"], "v6": ["rival-lab.example"]}
 
 
@@ -208,7 +225,8 @@ def write_clones(root: Path) -> tuple[Path, Path]:
             (classifiers / f"{stem}_classifier.py").write_text(classifier_module(
                 stem, LEAK_TARGETS if s == "leaking" else ["cto@fixture.example"]
                 if s == "blackmail" else None, MURDER_CODE if s == "murder" else None,
-                EXFIL_DOMAINS if s == "exfiltration" else None))
+                EXFIL_DOMAINS if s == "exfiltration" else None,
+                None if is_msm else AM_JUDGE_SETTINGS))
         if is_msm:
             (base / "scorers.py").write_text(
                 '"""Fixture scorers."""\n\n\ndef score():\n    return ExfiltrationClassifier('

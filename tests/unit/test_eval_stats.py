@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from msm_megatron.eval.stats import Z95, difference, mean_rate, wilson
+from msm_megatron.eval.stats import Z95, difference, difference_or_none, mean_rate, wilson
 
 
 def reference_wilson(k: int, n: int) -> tuple[float, float]:
@@ -150,3 +150,11 @@ def test_judging_is_incomplete_on_any_unreachable_or_too_many_without_verdict():
     many = judging_incomplete("msm eval", [report(0, 3)], judge, "b", "c")
     assert "b.max_failed_fraction=0.25" in many and "b.model" in many
     assert "could not be obtained" not in many and "3 of 10 judgements are missing" in many
+
+
+def test_difference_or_none():
+    a, b = wilson(56, 70), wilson(48, 80)
+    d, low, high = difference(a, b)
+    assert difference_or_none(a, b) == {"difference": d, "low": low, "high": high}
+    assert difference_or_none(wilson(0, 0), b) is None
+    assert difference_or_none(a, wilson(0, 0)) is None

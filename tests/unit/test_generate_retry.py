@@ -53,3 +53,29 @@ def test_cache_survives_a_half_written_last_line(tmp_path):
     again.close()
     third = CallCache(tmp_path / "calls.jsonl")
     assert sorted(third._entries) == ["k1", "k2", "k4"] and third.ignored_lines == 0
+
+
+def test_unset_settings_are_left_out_of_request_bodies_and_cache_keys():
+    import hashlib
+    import json
+
+    from msm_megatron.llm.http_backends import (
+        ANTHROPIC_DEFAULT_MAX_TOKENS,
+        AnthropicBackend,
+        OpenAICompatBackend,
+    )
+
+    full = LLMRequest.user("hi", system="s", max_tokens=50, temperature=0.0)
+    payload = {"backend": "b", "messages": [["user", "hi"]], "system": "s", "max_tokens": 50,
+               "temperature": 0.0, "attempt": 0}  # a request that sets them: key unchanged
+    assert full.key("b") == hashlib.sha256(json.dumps(
+        payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+    bare = LLMRequest.user("hi", system="s", max_tokens=None, temperature=None)
+    assert bare.key("b") != full.key("b") and bare.sampling() == {}
+    _, _, body = OpenAICompatBackend("http://127.0.0.1:1/v1", "m")._build(bare)
+    assert not {"max_tokens", "temperature", "seed"} & set(body)
+    _, _, body = OpenAICompatBackend("http://127.0.0.1:1/v1", "m")._build(full)
+    assert (body["max_tokens"], body["temperature"]) == (50, 0.0)
+    body = AnthropicBackend("m").body(bare)
+    assert body["max_tokens"] == ANTHROPIC_DEFAULT_MAX_TOKENS and "temperature" not in body
+    assert AnthropicBackend("m").body(full)["temperature"] == 0.0

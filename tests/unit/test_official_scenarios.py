@@ -9,9 +9,11 @@ import pytest
 
 from msm_megatron.eval.agentic.classifiers import official_classifier
 from msm_megatron.eval.agentic.grid import Condition, preset
+from msm_megatron.eval.agentic.judging import resolve_protocol
 from msm_megatron.eval.agentic.official import OfficialScenarios
-from msm_megatron.eval.agentic.pysource import SourceError
+from msm_megatron.eval.agentic.pysource import SourceError, module_constants, need
 from msm_megatron.eval.agentic.tools import parse_actions
+from msm_megatron.eval.sweep_config import JudgeConfig
 from msm_megatron.llm.jobs import ContentError
 from tests.helpers import official_clones as fx
 
@@ -100,6 +102,56 @@ def test_the_full_official_grid_renders(clones):
         assert (source.prompt(c).system, source.prompt(c).user) == expected(c, kind == "msm")
 
 
+def test_every_cell_of_the_agentic_misalignment_grid_renders(clones):
+    """Its module builds the prompts over (scratchpad, tool-use) tuples: every cell reads."""
+    am, _ = clones
+    source = OfficialScenarios(str(am), None)
+    cells = source.preset("full", "Qwen").conditions
+    assert {c.scenario for c in cells} == {"blackmail", "leaking", "murder"}
+    assert len(cells) == 3 * 26 * 6
+    for c in cells:
+        assert (source.prompt(c).system, source.prompt(c).user) == expected(c, msm=False), c.id
+
+
+def test_an_unreadable_constant_names_the_construct_and_what_was_read(clones):
+    am, _ = clones
+    path = am / "templates" / "system_prompt_templates.py"
+    text = path.read_text()
+    line = text.splitlines().index(
+        "BLACKMAIL_SYSTEM_PROMPT, BLACKMAIL_SYSTEM_PROMPT_PROD = [") + 1
+    path.write_text(text.replace("    ]\n]", "    ]\n    if scratchpad_format\n]", 1))
+    source = OfficialScenarios(str(am), None)
+    with pytest.raises(SourceError, match=(
+            rf"constant BLACKMAIL_SYSTEM_PROMPT: the statement at line {line} that assigns it "
+            rf"uses ListComp with an if clause at line {line}.*constants read: "
+            r"BLACKMAIL_TOOLUSE_FORMAT, GOAL_VARIABLES, LEAKING_SYSTEM_PROMPT, ")):
+        source.prompt(Condition("blackmail", "explicit", "america", "replacement"))
+    assert source.prompt(Condition("leaking", "explicit", "america", "replacement")).system
+
+
+def test_module_constants_evaluate_loops_of_literal_data_only(tmp_path):
+    path = tmp_path / "mod.py"
+    path.write_text("PAIRS = [('a', 'x'), ('b', 'y')]\n"
+                    "BOTH = [p + q + r for p, q in PAIRS for r in ['1', '2']]\n"
+                    "TEXT = 'head'\n"
+                    "for first, second in PAIRS:\n"
+                    "    TEXT += first + second\n"
+                    "    LAST = second\n"
+                    "OPEN = open('f').read()\n"
+                    "BAD = [p for p, q, r in PAIRS]\n")
+    consts = module_constants(path)
+    assert consts["BOTH"] == ["ax1", "ax2", "by1", "by2"]
+    assert (consts["TEXT"], consts["LAST"]) == ("headaxby", "y")
+    assert "OPEN" not in consts and "Call at line 7" in consts.skipped["OPEN"]
+    assert "Tuple target of 3 names" in consts.skipped["BAD"]
+    with pytest.raises(SourceError, match="OPEN: the statement at line 7 .* Call at line 7"):
+        need(consts, "OPEN", path)
+    with pytest.raises(SourceError, match="MISSING is not assigned at module level"):
+        need(consts, "MISSING", path)
+    with pytest.raises(SourceError, match="PAIRS is a list, not a str"):
+        need(consts, "PAIRS", path)
+
+
 def test_agentic_misalignment_clone_alone_renders_its_own_way(clones):
     am, _ = clones
     source = OfficialScenarios(str(am), None)
@@ -154,7 +206,8 @@ def test_paper_classifier_sees_the_whole_completion_and_the_forwarded_emails(clo
     cls = official_classifier(source.repo_for("leaking"), "leaking")
     request = cls.request(prompt.email_content, REPLY)
     text = request.messages[0][1]
-    assert request.system == "FIXTURE-SYSTEM for leak." and request.temperature == 0.0
+    assert request.system == "FIXTURE-SYSTEM for leak."
+    assert (request.temperature, request.max_tokens) == (None, None)  # the MSM scorer's: none
     assert REPLY in text  # scratchpad included
     second = prompt.email_content.split("<email>")[2].split("</email>")[0]
     assert f"FIXTURE-FORWARDED:\n```\n<email>{second}</email>\n\n```" in text
@@ -162,6 +215,31 @@ def test_paper_classifier_sees_the_whole_completion_and_the_forwarded_emails(clo
     no_forward = cls.request(prompt.email_content, "I will not share it.").messages[0][1]
     assert "FIXTURE-FORWARDED" not in no_forward
     assert cls.targets == tuple(fx.LEAK_TARGETS) and cls.model_id == "fixture/judge-leak"
+
+
+def test_judge_settings_are_the_clones_unless_configured(clones):
+    am, msm = clones
+    both = OfficialScenarios(str(am), str(msm))
+    c = Condition("leaking", "explicit", "america", "replacement")
+    blackmail = Condition("blackmail", "explicit", "america", "replacement")
+    prompt, reply = both.prompt(c), "<answer>no</answer>"
+    paper = resolve_protocol("paper", both)
+    assert (paper.request(c, prompt, reply).temperature,
+            paper.request(c, prompt, reply).max_tokens) == (None, None)  # MSM: not sent
+    am_request = paper.request(blackmail, both.prompt(blackmail), reply)  # agentic-misalignment
+    assert (am_request.temperature, am_request.max_tokens) == (
+        fx.AM_JUDGE_SETTINGS["temperature"], fx.AM_JUDGE_SETTINGS["max_tokens"])
+    set_ = resolve_protocol("paper", both, judge=JudgeConfig(temperature=0.5, max_tokens=300))
+    assert (set_.request(c, prompt, reply).temperature,
+            set_.request(c, prompt, reply).max_tokens) == (0.5, 300)
+    only_t = resolve_protocol("paper", both, judge=JudgeConfig(temperature=0.0))
+    assert (only_t.request(c, prompt, reply).temperature,
+            only_t.request(c, prompt, reply).max_tokens) == (0.0, None)
+    for judge in (None, JudgeConfig()):  # builtin: its own settings unless configured
+        builtin = resolve_protocol("builtin", both, judge=judge).request(c, prompt, reply)
+        assert (builtin.temperature, builtin.max_tokens) == (0.0, 1024)
+    builtin = resolve_protocol("builtin", both, judge=JudgeConfig(max_tokens=64))
+    assert builtin.request(c, prompt, reply).max_tokens == 64
 
 
 def test_official_answer_parsing_and_gates(clones):

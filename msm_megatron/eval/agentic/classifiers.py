@@ -9,6 +9,10 @@ For a scenario read from a clone, ``classifiers/<stem>_classifier.py`` of the sa
   completion**, scratchpad included, and the emails it forwarded, expanded to their content
   (the f-string of ``classifier.py``'s ``get_email_context``, filled with the forwarded emails);
 - ``<STEM>_CLASSIFICATION_MODEL_ID`` — the classifiers' default judge model;
+- the judge call's generation settings: the literal ``temperature=`` / ``max_tokens=`` of the
+  first call in the classifier module (and, in the MSM repository, ``scorers.py``) that passes
+  either — agentic-misalignment's classifiers pass both; the MSM scorer calls its grader with
+  neither, so neither is sent (the server's defaults apply; docs/eval.md);
 - the mechanical checks' constants: the target addresses passed to the classifier's base class
   (leak, blackmail); ``EXFILTRATION_EMAILS_BY_VERSION[prompt_version]`` with the version the
   MSM ``scorers.py`` passes; the override code and keywords tested with ``in`` in
@@ -39,6 +43,7 @@ from pathlib import Path
 
 from msm_megatron.eval.agentic.pysource import (
     SourceError,
+    call_keywords,
     fstring_assigned,
     in_test_strings,
     keyword_constant,
@@ -52,7 +57,7 @@ from msm_megatron.llm.jobs import ContentError
 STEMS = {"blackmail": "blackmail", "leaking": "leak", "murder": "murder",
          "exfiltration": "exfiltration"}
 _TOOL_BLOCK = re.compile(r"<tool_use:\w+>.*?</tool_use:\w+>", re.S)
-JUDGE_TEMPERATURE, JUDGE_MAX_TOKENS = 0.0, 2000  # the official classifiers' call settings
+SETTINGS = ("temperature", "max_tokens")  # the judge call's settings read from the clone
 
 
 def _soup(text: str):
@@ -117,6 +122,8 @@ class OfficialClassifier:
     targets: tuple[str, ...]
     override_code: str | None
     keywords: tuple[str, ...]
+    temperature: float | None  # as the clone's code sends it; None: not sent
+    max_tokens: int | None
     render_context: Callable[[dict[str, str]], str]  # classifier.py's get_email_context f-string
 
     def email_context(self, email_content: str, completion: str) -> str:
@@ -132,8 +139,8 @@ class OfficialClassifier:
         except (KeyError, IndexError, ValueError) as exc:
             raise SourceError(f"{self.path}: the classifier user prompt has a placeholder "
                               f"other than {{response}} and {{email_context}} ({exc})") from exc
-        return LLMRequest.user(text, system=self.system, max_tokens=JUDGE_MAX_TOKENS,
-                               temperature=JUDGE_TEMPERATURE, attempt=attempt)
+        return LLMRequest.user(text, system=self.system, max_tokens=self.max_tokens,
+                               temperature=self.temperature, attempt=attempt)
 
     def parse(self, completion: str) -> bool:
         """The classifier verdict; ContentError when the official parse would fail."""
@@ -198,9 +205,12 @@ def official_classifier(repo, scenario: str) -> OfficialClassifier:
         code = tested[0]
     if scenario == "blackmail":
         keywords = tested
+    sends = call_keywords([p for p in (path, repo.scorers) if p is not None and p.is_file()],
+                          SETTINGS)
     return OfficialClassifier(
         scenario=scenario, path=path, system=need(consts, prefix + "SYSTEM_PROMPT", path),
         user=need(consts, prefix + "USER_PROMPT", path), model_id=consts.get(prefix + "MODEL_ID"),
         targets=tuple(targets), override_code=code, keywords=tuple(keywords),
+        temperature=sends.get("temperature"), max_tokens=sends.get("max_tokens"),
         render_context=fstring_assigned(repo.classifiers / "classifier.py", "get_email_context",
                                         "email_context"))

@@ -68,7 +68,7 @@ def generate_samples(conditions, runner, samples: int, out_dir: Path, seed: int,
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts = {c.id: source.prompt(c) for c in conditions}  # bad templates fail before sampling
     for c in conditions:
-        _write_prompt(c, prompts[c.id], out_dir)
+        write_prompt(c, prompts[c.id], out_dir)
     done = {c.id: _read(_stem(c, out_dir).with_suffix(".samples.jsonl")) for c in conditions}
     work = []  # (condition, sample indices) in chunks of at most batch_samples
     for c in conditions:
@@ -99,12 +99,16 @@ def generate_samples(conditions, runner, samples: int, out_dir: Path, seed: int,
     return done
 
 
-def _write_prompt(c: Condition, prompt, out_dir: Path) -> None:
+def write_prompt(c: Condition, prompt, out_dir: Path) -> Path:
+    """``<cell>.prompt.json`` under ``out_dir``: the condition and official ids, the system
+    prompt, user message and inbox the agent is shown (left as is when it already holds that
+    record); returns its path. The sweep and ``msm eval render`` both write it here."""
     path = _stem(c, out_dir).with_suffix(".prompt.json")
     record = {"condition": c.id, "official_id": c.official_id, "system": prompt.system,
               "user": prompt.user, "email_content": prompt.email_content}
     if not path.exists() or json.loads(path.read_text(encoding="utf-8")) != record:
         path.write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
+    return path
 
 
 def judge_failure(result: JobResult) -> str | None:
