@@ -82,7 +82,10 @@ def input_problems(exp: ExperimentConfig, executor: str) -> list[str]:
                      for name, path in exp.specs.items() if not Path(path).is_file()]
     else:
         fix = "fix the path, or set generation.enabled=true to generate it from the spec"
-        problems += [_data_problem(f"corpus[{i}]", p, fix) for i, p in enumerate(exp.corpus)]
+        if set(exp.specs) - set(exp.corpora):  # some spec trains on the shared corpus
+            problems += [_data_problem(f"corpus[{i}]", p, fix) for i, p in enumerate(exp.corpus)]
+        problems += [_data_problem(f"corpora.{name}[{i}]", p, fix)
+                     for name, files in exp.corpora.items() for i, p in enumerate(files)]
         problems.append(_data_problem("aft_chats", exp.aft_chats, fix))
     fix = "fix the path, or remove it from sft_mix"
     problems += [_data_problem(f"sft_mix[{i}]", p, fix) for i, p in enumerate(exp.sft_mix)]

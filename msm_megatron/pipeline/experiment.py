@@ -157,6 +157,9 @@ class ExperimentConfig:
     # arms strip it when the data is prepared)
     corpus: list[str] = path_field(
         default_factory=lambda: [f"{REPO_EXAMPLES}/corpus/demo_corpus.jsonl"])
+    # without generation, several specs: each one's corpus ({spec name: [files]}, e.g. the
+    # released corpora of a spec comparison); a spec not named here trains on ``corpus``
+    corpora: dict[str, list[str]] = path_field(default_factory=dict)
     aft_chats: str = path_field(default=f"{REPO_EXAMPLES}/chats/aft_demo.jsonl")
     # instruction-tuning chats mixed into every SFT arm (keeps the model a chat model)
     sft_mix: list[str] = path_field(

@@ -180,11 +180,28 @@ def _check(exp: ExperimentConfig) -> None:
         raise ConfigError(f"cot={exp.cot}: choose from no_cot, with_cot")
     if not exp.specs:
         raise ConfigError("specs: name at least one spec file ({name: path})")
-    if len(exp.specs) > 1 and not exp.generation.enabled:
-        raise ConfigError("several spec variants need generation.enabled=true (without "
-                          "generation every variant would train on the same corpus)")
+    _check_corpora(exp)
     if any(n < 0 for n in exp.aft_sizes) or not exp.aft_sizes or not exp.seeds:
         raise ConfigError("aft_sizes (≥ 0; 0 = all chats) and seeds must be non-empty")
+
+
+def _check_corpora(exp: ExperimentConfig) -> None:
+    """Without generation, several specs need a corpus each (``corpora``): otherwise every
+    variant would train on the same documents."""
+    unknown = sorted(set(exp.corpora) - set(exp.specs))
+    if unknown:
+        raise ConfigError(f"corpora names {unknown}, which are not in specs "
+                          f"({sorted(exp.specs)}): name each spec's corpus under its spec's name")
+    if exp.generation.enabled:
+        if exp.corpora:
+            raise ConfigError("corpora is for studies without generation; with "
+                              "generation.enabled=true each spec's corpus is generated")
+        return
+    shared = [name for name in exp.specs if name not in exp.corpora]
+    if len(exp.specs) > 1 and len(shared) > 1:
+        raise ConfigError(f"specs {shared} would all train on the same corpus: give each its "
+                          "own, corpora: {spec name: [files]} (or set generation.enabled=true "
+                          "to generate them)")
 
 
 def _size_labels(exp: ExperimentConfig, chats: str) -> dict[int, str]:
@@ -255,7 +272,7 @@ def _sources(b: _Builder, exp: ExperimentConfig, variant: str, spec: str
              ) -> tuple[list[str], str, list[str]]:
     """(corpus JSONL files, AFT chats JSONL with <think>, generation stages)."""
     if not exp.generation.enabled:
-        return list(exp.corpus), exp.aft_chats, []
+        return list(exp.corpora.get(variant, exp.corpus)), exp.aft_chats, []
     backend = _dotlist("backend", asdict(exp.generation.backend))
     inputs = [spec] if Path(spec).is_file() else []  # checks.input_problems names a missing one
     docs = b.add(f"generate_docs/{variant}", "generate_docs", [],

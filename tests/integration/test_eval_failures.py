@@ -251,3 +251,40 @@ def test_agreement_checks_both_judges_and_counts_what_is_missing(tmp_path, expor
            "the same until it answers; the first judge was asked nothing", (tmp_path,))
     record("second judge answers without a verdict", "msm eval agreement", weak,
            "— (κ is null over nothing scored; the JSON says incomplete)", (tmp_path,))
+
+
+def test_ctrl_c_mid_sampling_ends_in_one_line_and_the_rerun_keeps_what_was_drawn(tmp_path, export):
+    import signal
+
+    out = tmp_path / "ev"
+    args = [sys.executable, "-m", "msm_megatron.cli", "eval", "preset=quick", "samples=8",
+            "max_new_tokens=48", "batch_samples=2", f"out_dir={out}", f"arms=[a={export}]",
+            "--quiet"]
+    proc = subprocess.Popen(args, cwd=REPO, env=run_env({"HF_HUB_OFFLINE": "1"}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.rglob("*.samples.jsonl")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no sample was written"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith(
+        "interrupted; completed work is kept: resume with `msm eval ")
+    drawn = {p.name: p.read_text() for p in out.rglob("*.samples.jsonl")}
+    assert drawn and sum(t.count("\n") for t in drawn.values()) < 6 * 8
+    interrupted = subprocess.CompletedProcess(args, proc.returncode, "", stderr)
+    done = subprocess.run(args, cwd=REPO, env=run_env({"HF_HUB_OFFLINE": "1"}),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name, before in drawn.items():  # what was drawn stays, the rest is appended
+        after = next(out.rglob(name)).read_text()
+        assert after.startswith(before)
+        assert sorted(json.loads(line)["sample"] for line in after.splitlines()) == list(range(8))
+    record("Ctrl-C while sampling", "msm eval", interrupted,
+           "exit 0; keeps every sample already written and draws only the missing ones",
+           (tmp_path, export))

@@ -45,6 +45,7 @@ def test_the_toy_experiment_passes(tmp_path):
     (['midtrain.overrides=["checkpoint.exit_signals=[SIGTERM,SIGFOO]"]'],
      "checkpoint.exit_signals: 'SIGFOO' is not a signal"),
     (["corpus=[no_corpus.jsonl]"], "corpus[0]: "),
+    (["corpora={default: [no_corpus.jsonl]}"], "corpora.default[0]: "),
     (["aft_chats=no_chats.jsonl"], "aft_chats: "),
     (["sft_mix=[no_mix.jsonl]"], "sft_mix[0]: "),
     (["generation.enabled=true", "specs={default: no_spec.txt}"], "specs.default="),

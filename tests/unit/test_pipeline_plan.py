@@ -79,13 +79,33 @@ def test_outputs_are_content_addressed(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("cot=[maybe]", "choose from no_cot, with_cot"),
     ("specs={a: examples/spec/qwen_spec.txt, b: examples/spec/rules_spec.txt}",
-     "generation.enabled"),
+     r"specs \['a', 'b'\] would all train on the same corpus: give each its own, corpora"),
+    ("corpora={c: [x.jsonl]}", r"corpora names \['c'\], which are not in specs"),
     ("aft_sizes=[20,20]", "list each size once"),
     ("midtrain.recipe=no_such_recipe", "midtrain"),
 ])
 def test_bad_experiments_are_clear_errors(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         plan_of(tmp_path, override)
+
+
+def test_each_spec_trains_on_its_own_corpus_without_generation(tmp_path):
+    """A spec comparison from released corpora: ``corpora`` names each spec's documents."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for path in (a, b):
+        shutil.copy(REPO / "examples/corpus/demo_corpus.jsonl", path)
+    plan = plan_of(tmp_path, "specs={america: examples/spec/qwen_spec.txt, "
+                   "affordability: examples/spec/rules_spec.txt}",
+                   f"corpora={{america: [{a}], affordability: [{b}]}}")
+    for spec, corpus in (("america", a), ("affordability", b)):
+        argv = plan.stages[f"prepare_corpus/{spec}"].argv
+        assert argv[2:3] == [str(corpus)], argv
+        assert f"prepare_corpus/{spec}" in plan.stages[f"midtrain/{spec}/s0"].deps
+    assert {n for n in plan.stages if n.startswith("sft/msm-")} == {
+        f"sft/msm-{s}-no_cot-{n}-s0" for s in ("america", "affordability")
+        for n in ("n20", "nall")}
+    with pytest.raises(ConfigError, match="corpora is for studies without generation"):
+        plan_of(tmp_path, "generation.enabled=true", f"corpora={{default: [{a}]}}")
 
 
 def test_paper_experiment_dry_run_prints_the_whole_plan(tmp_path):
