@@ -242,7 +242,9 @@ class EndpointRunner:
 
         knobs = self.knobs or Knobs("runner_base_url", "runner_timeout_s", "runner_models")
         return incomplete_message(
-            "msm eval", self.calls.reports[-1:], f"the server of arm {self.arm}", knobs, 0.0,
+            "msm eval", self.calls.reports[-1:],
+            f"{self.calls.backend.base_url}, model '{self.calls.backend.model}' of arm {self.arm}",
+            knobs, 0.0,
             details="every sample is needed; the samples already written are kept") or ""
 
     def generate(self, batches: list[SampleBatch]) -> list[list[str]]:

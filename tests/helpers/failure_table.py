@@ -16,6 +16,7 @@ import re
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
 ROWS: list[tuple[str, str, int, str, str]] = []
 MESSAGE_CHARS = 260
 
@@ -40,7 +41,7 @@ def record(failure: str, command: str, done, rerun: str, elide: tuple[str, ...] 
     if message is None:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         message = lines[-1] if lines else ""
-    for path in elide:
+    for path in (*elide, REPO):
         message = message.replace(str(path), "…")
     message = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", message)
     if len(message) > MESSAGE_CHARS:
