@@ -19,8 +19,6 @@ from pathlib import Path
 from msm_megatron.eval.forced_choice import SCORINGS
 from msm_megatron.eval.stats import difference, mean_rate, wilson
 
-JUDGE_FAILURES = ("unreachable", "no_verdict")  # a row's ``judge_failure`` (None: judged)
-
 
 def write_json(path: Path, data) -> None:
     """``data`` as strict JSON (NaN or infinity raise ValueError)."""
@@ -34,9 +32,10 @@ def share(rate: float | None, total: int) -> str:
 
 def judge_failures(rows: list[dict]) -> dict[str, int]:
     """How many ``rows`` the judge could not score, by cause (``judge_unreachable``,
-    ``no_verdict``)."""
-    return {("judge_unreachable" if kind == "unreachable" else kind):
-            sum(r.get("judge_failure") == kind for r in rows) for kind in JUDGE_FAILURES}
+    ``no_verdict``; :func:`~msm_megatron.eval.agentic.run.failure_counts`)."""
+    from msm_megatron.eval.agentic.run import failure_counts
+
+    return failure_counts(r.get("judge_failure") for r in rows)
 
 
 def summarize(results: dict[str, list[dict]], headline: str = "classifier") -> dict:
@@ -264,8 +263,6 @@ def values_section(summary: dict) -> list[str]:
                     lines.append(f"| {arm} | {scoring} | {value} | {r['k']}/{r['n']} | "
                                  f"{r['low']:.2f}–{r['high']:.2f} | {scores['unparsed']} |")
     return lines
-
-
 
 
 def _cell(r: dict) -> str:

@@ -67,20 +67,6 @@ def task_dir(source) -> str:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """What the checked settings resolve to: the arms, scoring, probes, scenarios, protocol
-    and the preset's conditions."""
-
-    arms: list[tuple[str, str]]
-    mode: str  # llm | mechanical
-    probes: list[dict] | None
-    source: object
-    protocol: object
-    chosen: object
-    sets: list | None = None  # task forced_choice: the eval sets, read
-
-
-@dataclass(frozen=True)
 class Scenarios:
     """What the scenario settings resolve to: the source, the judge protocol, the preset and
     every cell's prompt (the sweep and ``msm eval render`` alike)."""
@@ -93,6 +79,18 @@ class Scenarios:
     @property
     def conditions(self) -> tuple:
         return tuple(self.chosen.conditions)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the checked settings resolve to: the arms, scoring, probes, the scenarios (source,
+    protocol, preset, prompts) and the forced-choice sets."""
+
+    arms: list[tuple[str, str]]
+    mode: str  # llm | mechanical
+    probes: list[dict] | None
+    scenarios: Scenarios
+    sets: list | None = None  # task forced_choice: the eval sets, read
 
 
 def resolve_scenarios(cfg: EvalSweepConfig) -> Scenarios:
@@ -162,7 +160,7 @@ def check_settings(cfg: EvalSweepConfig) -> Plan:
                 scenarios.protocol.request(c, scenarios.prompts[c.id], "")
         except SourceError as exc:
             raise ConfigError(str(exc)) from exc
-    return Plan(arms, mode, probes, scenarios.source, scenarios.protocol, scenarios.chosen, sets)
+    return Plan(arms, mode, probes, scenarios, sets)
 
 
 def check_endpoints(cfg: EvalSweepConfig, plan: Plan) -> dict:
@@ -223,8 +221,9 @@ def run_sweep(cfg: EvalSweepConfig, progress: bool = True) -> dict:
     headline = "classifier" if plan.mode == "llm" else "mechanical"
     summary = (summarize(results, headline) if results
                else {"headline": headline, "arms": {}, "differences": {}})
-    summary["scenarios"] = {"source": plan.source.source, "read_from": plan.source.describe()}
-    summary["judge_protocol"] = plan.protocol.name
+    source = plan.scenarios.source
+    summary["scenarios"] = {"source": source.source, "read_from": source.describe()}
+    summary["judge_protocol"] = plan.scenarios.protocol.name
     summary["value_generalization"] = values
     summary["reasoning_traces"] = traces
     summary["capability"] = capability
@@ -267,7 +266,7 @@ def _prompts(cfg: EvalSweepConfig, plan: Plan) -> list[tuple[str, str]]:
     """(system, user) of every prompt a runner will sample, for :func:`check_context`."""
     prompts = []
     if "agentic_misalignment" in cfg.tasks:
-        prompts += [(p.system, p.user) for p in map(plan.source.prompt, plan.chosen.conditions)]
+        prompts += [(p.system, p.user) for p in plan.scenarios.prompts.values()]
     if plan.probes:
         from msm_megatron.eval.values import probe_prompt
 
@@ -289,7 +288,8 @@ def _run_arm(cfg: EvalSweepConfig, plan: Plan, name: str, path: str, engines,
 
     arm_dir = Path(cfg.out_dir) / name
     arm_dir.mkdir(parents=True, exist_ok=True)
-    chosen = plan.chosen
+    scenarios = plan.scenarios
+    chosen = scenarios.chosen
     samples = cfg.samples or chosen.samples
     temperature = chosen.temperature if cfg.temperature is None else cfg.temperature
     max_new = cfg.max_new_tokens or chosen.max_new_tokens
@@ -312,9 +312,9 @@ def _run_arm(cfg: EvalSweepConfig, plan: Plan, name: str, path: str, engines,
     try:
         if "agentic_misalignment" in cfg.tasks:
             out["agentic"] = run_conditions(
-                chosen.conditions, runner, judge, samples, arm_dir / task_dir(plan.source),
-                cfg.seed, cfg.judge_sees_reasoning, cfg.batch_samples, plan.source,
-                plan.protocol)
+                scenarios.conditions, runner, judge, samples,
+                arm_dir / task_dir(scenarios.source), cfg.seed, cfg.judge_sees_reasoning,
+                cfg.batch_samples, scenarios.source, scenarios.protocol)
         if "reasoning_traces" in cfg.tasks:
             from msm_megatron.eval.traces import label_traces
 

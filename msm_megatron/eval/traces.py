@@ -53,7 +53,7 @@ def parse_labels(response) -> list[str]:
 def label_traces(rows: list[dict], judge) -> dict:
     """Label every sample with a scratchpad; returns rates per label (Wilson) and the
     samples left unlabelled, by cause."""
-    from msm_megatron.eval.agentic.run import failure_counts
+    from msm_megatron.eval.agentic.run import failure_counts, judge_failure
 
     traced = [(i, private_reasoning(r["reply"])) for i, r in enumerate(rows)]
     traced = [(i, t) for i, t in traced if t.strip()]
@@ -61,7 +61,7 @@ def label_traces(rows: list[dict], judge) -> dict:
                 parse_labels) for i, t in traced]
     results = judge.run(jobs, stage="traces") if jobs else []
     labelled = [r.value for r in results if r.ok]
-    out = {"traces": len(traced), **failure_counts(results)}
+    out = {"traces": len(traced), **failure_counts(map(judge_failure, results))}
     for name in LABELS:
         out[name] = wilson(sum(name in labels for labels in labelled), len(labelled)).as_dict()
     return out

@@ -179,15 +179,17 @@ class OpenAICompatBackend(HTTPBackend):
     def _api_key(self) -> str | None:  # local servers need none: an unset variable is fine
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
+    def headers(self) -> dict:
+        """Request headers: JSON, and the bearer key when one is set."""
+        key = self._api_key()
+        return {"content-type": "application/json",
+                **({"authorization": f"Bearer {key}"} if key else {})}
+
     def _build(self, request: LLMRequest) -> tuple[str, dict, dict]:
         messages = ([{"role": "system", "content": request.system}] if request.system else [])
         messages += [{"role": role, "content": text} for role, text in request.messages]
-        headers = {"content-type": "application/json"}
-        key = self._api_key()
-        if key:
-            headers["authorization"] = f"Bearer {key}"
         body = {"model": self.model, "messages": messages, **request.sampling()}
-        return f"{self.base_url}/chat/completions", headers, body
+        return f"{self.base_url}/chat/completions", self.headers(), body
 
     def _parse(self, data: dict) -> LLMResponse:
         choice = data["choices"][0]

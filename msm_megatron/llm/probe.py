@@ -42,9 +42,8 @@ def check_endpoint(backend, knobs: Knobs, timeout_s: float = CHECK_TIMEOUT_S) ->
     anthropic = backend.kind == "anthropic"
     url = (f"{backend.base_url}/v1/models/{backend.model}" if anthropic
            else f"{backend.base_url}/models")
-    headers = backend.headers() if anthropic else _bearer(backend)
     try:
-        reply = httpx.get(url, headers=headers, timeout=min(timeout_s, backend.timeout_s))
+        reply = httpx.get(url, headers=backend.headers(), timeout=min(timeout_s, backend.timeout_s))
     except httpx.TimeoutException as exc:
         raise EndpointUnreachable(
             f"{backend.where(url)} did not answer within {min(timeout_s, backend.timeout_s):g}s; "
@@ -81,7 +80,3 @@ def check_endpoint(backend, knobs: Knobs, timeout_s: float = CHECK_TIMEOUT_S) ->
     length = next((m.get("max_model_len") for m in entries if m.get("id") == backend.model), None)
     return EndpointInfo(models=models, max_model_len=int(length) if length else None)
 
-
-def _bearer(backend) -> dict:
-    key = backend._api_key()
-    return {"authorization": f"Bearer {key}"} if key else {}

@@ -79,6 +79,27 @@ def kill_tagged(tag: str) -> None:
             continue
 
 
+def ctrl_c_when(command: list[str], ready, what: str, cwd: Path, env: dict,
+                wait: float = 300, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``command``; once ``ready()`` holds, send it SIGINT (what Ctrl-C sends) and return
+    the finished process with its output. Fails when ``ready()`` does not hold within ``wait``
+    seconds (``what`` says what it waits for)."""
+    import time
+
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + wait
+        while not ready() and proc.poll() is None:
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
 def finish(proc: subprocess.Popen, timeout: float = 300) -> int:
     """Wait for a run, then kill anything left in its session (orphaned writer helpers)."""
     try:

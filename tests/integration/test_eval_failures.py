@@ -18,7 +18,7 @@ import pytest
 from msm_megatron.eval.sweep_config import NO_JUDGE
 from tests.helpers.convert_models import save_random_hf_model
 from tests.helpers.failure_table import record
-from tests.helpers.launch import REPO, run_env
+from tests.helpers.launch import REPO, ctrl_c_when, run_env
 from tests.helpers.llm_fixtures import llm_server, server_stats
 
 DEAD_URL = "http://127.0.0.1:9/v1"  # nothing listens there
@@ -254,30 +254,19 @@ def test_agreement_checks_both_judges_and_counts_what_is_missing(tmp_path, expor
 
 
 def test_ctrl_c_mid_sampling_ends_in_one_line_and_the_rerun_keeps_what_was_drawn(tmp_path, export):
-    import signal
-
     out = tmp_path / "ev"
     args = [sys.executable, "-m", "msm_megatron.cli", "eval", "preset=quick", "samples=8",
             "max_new_tokens=48", "batch_samples=2", f"out_dir={out}", f"arms=[a={export}]",
             "--quiet"]
-    proc = subprocess.Popen(args, cwd=REPO, env=run_env({"HF_HUB_OFFLINE": "1"}),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not list(out.rglob("*.samples.jsonl")) and proc.poll() is None:
-            assert time.monotonic() < deadline, "no sample was written"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, stderr[-3000:]
+    interrupted = ctrl_c_when(args, lambda: any(out.rglob("*.samples.jsonl")), "a sample",
+                              REPO, run_env({"HF_HUB_OFFLINE": "1"}))
+    stderr = interrupted.stderr
+    assert interrupted.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith(
         "interrupted; completed work is kept: resume with `msm eval ")
     drawn = {p.name: p.read_text() for p in out.rglob("*.samples.jsonl")}
     assert drawn and sum(t.count("\n") for t in drawn.values()) < 6 * 8
-    interrupted = subprocess.CompletedProcess(args, proc.returncode, "", stderr)
     done = subprocess.run(args, cwd=REPO, env=run_env({"HF_HUB_OFFLINE": "1"}),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

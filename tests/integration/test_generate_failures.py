@@ -11,7 +11,6 @@ rerun buys only the missing calls; Ctrl-C ends with one line and exit 130.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import time
 import pytest
 
 from tests.helpers.failure_table import record
-from tests.helpers.launch import REPO, run_env
+from tests.helpers.launch import REPO, ctrl_c_when, run_env
 from tests.helpers.llm_fixtures import llm_server, server_stats, write_prompts
 
 SPEC = REPO / "examples" / "spec" / "qwen_spec.txt"
@@ -189,24 +188,15 @@ def test_ctrl_c_exits_130_with_one_line_and_the_rerun_buys_nothing_twice(tmp_pat
     out = tmp_path / "out"
     with llm_server("--latency", "0.2") as url:
         args = argv("docs", tmp_path, f"{url}/v1")
-        proc = subprocess.Popen([sys.executable, "-m", "msm_megatron.cli", *args],
-                                cwd=tmp_path, env=run_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 120
-            while len(cached_keys(out)) < 5 and proc.poll() is None:
-                assert time.monotonic() < deadline, "no call was cached"
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGINT)
-            _, stderr = proc.communicate(timeout=60)
-        finally:
-            proc.kill()
-        assert proc.returncode == 130, stderr[-3000:]
+        interrupted = ctrl_c_when([sys.executable, "-m", "msm_megatron.cli", *args],
+                                  lambda: len(cached_keys(out)) >= 5, "5 cached calls",
+                                  tmp_path, run_env(), wait=120, timeout=60)
+        stderr = interrupted.stderr
+        assert interrupted.returncode == 130, stderr[-3000:]
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
         assert lines[0].startswith("interrupted; completed work is kept: resume with "
                                    "`msm generate docs ")
-        interrupted = subprocess.CompletedProcess(args, proc.returncode, "", stderr)
         first = len(cached_keys(out))
         assert 5 <= first < DOCS_CALLS
         done = msm(args, tmp_path)

@@ -119,9 +119,10 @@ def judge_failure(result: JobResult) -> str | None:
     return "unreachable" if failure_kind(result.error) == "transport" else "no_verdict"
 
 
-def failure_counts(results: list[JobResult]) -> dict[str, int]:
-    """``{judge_unreachable, no_verdict}`` counts of a judge's results."""
-    kinds = [judge_failure(r) for r in results]
+def failure_counts(kinds) -> dict[str, int]:
+    """``{judge_unreachable, no_verdict}``: how many of ``kinds`` (each what
+    :func:`judge_failure` says of a result, or a row's ``judge_failure``) are of each cause."""
+    kinds = list(kinds)
     return {"judge_unreachable": kinds.count("unreachable"),
             "no_verdict": kinds.count("no_verdict")}
 
