@@ -12,13 +12,14 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from msm_megatron.eval.sweep_config import NO_JUDGE
 from tests.helpers.convert_models import save_random_hf_model
 from tests.helpers.failure_table import record
-from tests.helpers.launch import REPO, ctrl_c_when, run_env
+from tests.helpers.launch import ctrl_c_when, run_env
 from tests.helpers.llm_fixtures import llm_server, server_stats
 
 DEAD_URL = "http://127.0.0.1:9/v1"  # nothing listens there
@@ -45,10 +46,13 @@ def export(tmp_path_factory):
 
 
 def msm_eval(out, *args, env=None, timeout=600):
+    """`msm eval` writing ``out``, run from the test's own directory (not the repository), as a
+    user runs it from theirs."""
     return subprocess.run(
         [sys.executable, "-m", "msm_megatron.cli", "eval", "preset=quick", "samples=1",
          "max_new_tokens=4", f"out_dir={out}", *args, "--quiet"],
-        cwd=REPO, env=run_env({"HF_HUB_OFFLINE": "1", **(env or {})}), capture_output=True,
+        cwd=Path(out).parent, env=run_env({"HF_HUB_OFFLINE": "1", **(env or {})}),
+        capture_output=True,
         text=True, timeout=timeout)
 
 
@@ -232,7 +236,8 @@ def test_agreement_checks_both_judges_and_counts_what_is_missing(tmp_path, expor
     def agreement(*args):
         return subprocess.run(
             [sys.executable, "-m", "msm_megatron.cli", "eval", "agreement", str(sweep), *args,
-             "--quiet"], cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=600)
+             "--quiet"], cwd=tmp_path, env=run_env(), capture_output=True, text=True,
+            timeout=600)
 
     with llm_server() as good, llm_server("--faults", "garbage", "--fault-rate", "1") as bad:
         unset = agreement(f"a.base_url={good}/v1", "a.model=judge")
@@ -259,7 +264,7 @@ def test_ctrl_c_mid_sampling_ends_in_one_line_and_the_rerun_keeps_what_was_drawn
             "max_new_tokens=48", "batch_samples=2", f"out_dir={out}", f"arms=[a={export}]",
             "--quiet"]
     interrupted = ctrl_c_when(args, lambda: any(out.rglob("*.samples.jsonl")), "a sample",
-                              REPO, run_env({"HF_HUB_OFFLINE": "1"}))
+                              tmp_path, run_env({"HF_HUB_OFFLINE": "1"}))
     stderr = interrupted.stderr
     assert interrupted.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr
@@ -267,7 +272,7 @@ def test_ctrl_c_mid_sampling_ends_in_one_line_and_the_rerun_keeps_what_was_drawn
         "interrupted; completed work is kept: resume with `msm eval ")
     drawn = {p.name: p.read_text() for p in out.rglob("*.samples.jsonl")}
     assert drawn and sum(t.count("\n") for t in drawn.values()) < 6 * 8
-    done = subprocess.run(args, cwd=REPO, env=run_env({"HF_HUB_OFFLINE": "1"}),
+    done = subprocess.run(args, cwd=tmp_path, env=run_env({"HF_HUB_OFFLINE": "1"}),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     for name, before in drawn.items():  # what was drawn stays, the rest is appended
