@@ -109,12 +109,29 @@ def cmd_data_it_mix(args, argv: list[str]) -> int:
     from msm_megatron.data.it_mix import build_it_mix
 
     try:
-        counts = build_it_mix(args.inputs, Path(args.out), args.total, args.seed)
+        counts = build_it_mix(args.inputs, Path(args.out), args.total, args.seed, args.table)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {sum(counts.values()):,} chats ("
+    print(f"wrote {args.out}: {sum(counts.values()):,} chats (table {args.table}: "
           + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ")")
+    return 0
+
+
+def cmd_data_mmlu(args, argv: list[str]) -> int:
+    from msm_megatron.data.mmlu import build_mmlu
+
+    try:  # --explanations with --style explain only: build_mmlu says so
+        counts = build_mmlu(args.source, args.style, Path(args.out),
+                            Path(args.explanations) if args.explanations else None,
+                            args.count, args.seed)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    what = "prompts" if args.style == "explain-prompts" else "chats"
+    dropped = {k: v for k, v in counts.items() if k != "written"}
+    note = ("; " + ", ".join(f"{k} {v:,}" for k, v in dropped.items())) if dropped else ""
+    print(f"wrote {args.out}: {counts['written']:,} {what} ({args.style}){note}")
     return 0
 
 
@@ -184,14 +201,32 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--eod-token", help="end-of-document token (default: see docs/data.md)")
     prep.add_argument("--end-of-turn-token", help="token that closes an assistant turn")
     prep.set_defaults(func=cmd_data_prepare)
-    mix = data.add_parser("it-mix", help="the MSM paper's instruction-tuning mix (Table 2) from "
-                          "local copies of its sources -> chats JSONL")
+    mix = data.add_parser("it-mix", help="an instruction-tuning mix of the MSM paper (a named "
+                          "table) from local copies of its sources -> chats JSONL")
     mix.add_argument("inputs", nargs="+", help="a dataset with a 'source' column, or "
-                     "name=path per source (see msm_megatron/data/it_mix.py)")
+                     "name=path per source (see docs/data.md)")
     mix.add_argument("--out", required=True, help="output JSONL")
-    mix.add_argument("--total", type=int, default=10_000, help="rows (Table 2: 10,000)")
+    mix.add_argument("--table", choices=["qwen", "llama_cheese"], default="qwen",
+                     help="qwen: the paper's Table 2 (10,000 chats); llama_cheese: the "
+                     "Llama-3.1-8B cheese experiment's mix (13,500); see docs/data.md")
+    mix.add_argument("--total", type=int, default=None,
+                     help="rows, the table's counts scaled to it (default: the table's sum)")
     mix.add_argument("--seed", type=int, default=0)
     mix.set_defaults(func=cmd_data_it_mix)
+    mmlu = data.add_parser("mmlu", help="MMLU rows -> A/B answer chats, explanation prompts, or "
+                           "explanation chats (see docs/data.md)")
+    mmlu.add_argument("source", help="MMLU rows (question, choices, answer) in any format "
+                      "`msm data prepare` reads, e.g. /data/mmlu@auxiliary_train")
+    mmlu.add_argument("--style", required=True, choices=["binary", "explain-prompts", "explain"],
+                      help="binary: A/B answer chats; explain-prompts: prompts for `msm generate "
+                      "complete`; explain: chats from its completions")
+    mmlu.add_argument("--out", required=True, help="output JSONL")
+    mmlu.add_argument("--explanations", metavar="FILE", help="--style explain only: the "
+                      "results.jsonl `msm generate complete` wrote for the explain-prompts")
+    mmlu.add_argument("--count", type=int, help="rows sampled without replacement (default: all)")
+    mmlu.add_argument("--seed", type=int, default=0, help="sampling seed (explain-prompts and "
+                      "explain need the same one)")
+    mmlu.set_defaults(func=cmd_data_mmlu)
     from msm_megatron.convert.commands import add_parser as add_convert_parser
 
     add_convert_parser(sub)

@@ -322,8 +322,11 @@ def _assistant_span(
     try:
         end = full.index(eot, start) + 1
     except ValueError:
+        role = tokenizer.roles.get("end_of_turn")
         raise ChatFormatError(
-            i, f"no end-of-turn token (id {eot}) after the assistant header"
+            i,
+            f"no end-of-turn token ({role.token if role else '?'}, id {eot}, picked by "
+            f"{role.rule if role else 'no rule'}) after the assistant header",
         ) from None
     body = full[start : end - 1]
     stray = [t for t in body if t in guard]

@@ -2,7 +2,8 @@
 on held-out questions whose answer key stands for one value (the eval sets,
 :mod:`msm_megatron.eval.forced_choice_sets`), scored two ways side by side.
 
-The prompt lists the options under the question (``A) …``, ``B) …``). It is the chat template
+The prompt lists the options under the question (``A) …``, ``B) …``), or is the question alone
+where the set writes its options in it (``prompt: verbatim``). It is the chat template
 applied to that text (``prompt_format=chat``), or ``Question: <text>\\nAnswer:`` for base models
 (``completion``); ``auto`` takes the chat template when the arm's tokenizer has one.
 
@@ -32,6 +33,7 @@ import re
 from pathlib import Path
 
 from msm_megatron.config import ConfigError
+from msm_megatron.data.mmlu import lettered
 from msm_megatron.eval.forced_choice_sets import EvalSet, ForcedChoiceConfig, Item
 from msm_megatron.eval.stats import difference_or_none, wilson
 
@@ -41,10 +43,12 @@ SCORINGS = {"loglik": "log-likelihood", "loglik_per_token": "per token",
 
 
 def question_text(item: Item) -> str:
-    """The question with its lettered options (the user turn, or the completion's question)."""
-    options = "\n".join(f"{letter}) {text}" for letter, text in zip(item.letters, item.options,
-                                                                    strict=True))
-    return f"{item.question}\n\n{options}"
+    """The user turn, or the completion's question: the question with its lettered options
+    (:func:`~msm_megatron.data.mmlu.lettered`, as in the MMLU instruction-tuning chats), or the
+    question alone for a set whose prompt is ``verbatim`` (its options are written in it)."""
+    if item.verbatim:
+        return item.question
+    return lettered(item.question, list(item.options))  # item.letters are A, B, … in order
 
 
 def resolve_format(setting: str, tokenizer) -> str:
@@ -145,7 +149,8 @@ def rates(eval_set: EvalSet, rows: list[dict]) -> dict:
 
 
 def _key(eval_set: EvalSet, setting: str) -> str:
-    text = json.dumps([setting, [[it.id, question_text(it)] for it in eval_set.items]])
+    text = json.dumps([setting, [[it.id, question_text(it), it.options]
+                                 for it in eval_set.items]])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -11,8 +11,13 @@ Fields (``forced_choice.fields.<set>``; each unset field is the first of its can
 the set's first row has, see :data:`CANDIDATES`):
 
 - ``question``: the question text;
-- ``options``: a list of option texts (lettered A, B, … in order), a mapping letter → text, or
-  several fields, comma-separated (``options: "A,B"``: one option per field);
+- ``options``: a list of option texts (lettered A, B, … in order), a mapping letter → text,
+  several fields, comma-separated (``options: "A,B"``: one option per field), or ``question``:
+  the options are lines of the question text (``A) …``, ``(A) …``, ``A. …``), taken so when no
+  options field is found and the first row's question has such lines;
+- ``prompt``: ``lettered`` (the question, then its options as ``A) …`` lines) or ``verbatim``
+  (the question text alone, as the set wrote it: for options written inside the question, the
+  default then, or a question such as "Which do you prefer, X or Y?");
 - ``answer``: the answer key: a letter (``A``, ``(A)``, `` (B)``) or an option's text (an item
   name); ``answer_kind`` (``auto`` | ``letter`` | ``text``) says which, ``auto`` takes a letter
   when the key is one, else the option with that text;
@@ -35,8 +40,10 @@ from msm_megatron.config_paths import path_field
 CANDIDATES = {"question": ("question", "prompt", "input"),
               "options": ("options", "choices", "items"),
               "answer": ("answer", "answer_key", "answer_matching_behavior", "label", "target")}
-FIELD_KEYS = ("question", "options", "answer", "answer_kind", "id", "value")
+FIELD_KEYS = ("question", "options", "answer", "answer_kind", "id", "value", "prompt")
 _LETTER_KEY = re.compile(r"^\s*\(?([A-Z])\)?\s*$")
+_OPTION_LINE = re.compile(r"^[ \t]*\(?([A-Z])[).:][ \t]+(\S.*?)[ \t]*$", re.M)
+IN_QUESTION = "question"  # the options setting for options written inside the question
 
 
 @dataclass(kw_only=True, slots=True)
@@ -61,6 +68,7 @@ class Item:
     question: str
     options: tuple[str, ...]
     answer: int
+    verbatim: bool = False  # the prompt is the question alone (its options are in it)
 
     @property
     def letters(self) -> tuple[str, ...]:
@@ -113,12 +121,32 @@ def resolve_fields(name: str, settings: dict, row: dict, where: str) -> dict:
             out[key] = settings[key]
             continue
         found = [c for c in candidates if c in row]
+        if not found and key == "options" and _question_options(row.get(out["question"])):
+            found = [IN_QUESTION]
         if not found:
+            extra = (f" (or {IN_QUESTION}, when the options are lines of the question text)"
+                     if key == "options" else "")
             raise ConfigError(
                 f"eval set {name} ({where}): no {key} field: none of {list(candidates)}; "
-                f"fields found: {sorted(row)}. Fix: forced_choice.fields.{name}.{key}=FIELD")
+                f"fields found: {sorted(row)}. Fix: forced_choice.fields.{name}.{key}=FIELD"
+                + extra)
         out[key] = found[0]
+    out["prompt"] = settings.get("prompt",
+                                 "verbatim" if out["options"] == IN_QUESTION else "lettered")
+    if out["prompt"] not in ("lettered", "verbatim"):
+        raise ConfigError(f"forced_choice.fields.{name}.prompt={out['prompt']!r}: choose "
+                          "lettered or verbatim")
     return out
+
+
+def _question_options(question) -> list[tuple[str, str]]:
+    """The ``A) …`` lines of a question text, when they are A, B, … in order (else [])."""
+    if not isinstance(question, str):
+        return []
+    found = _OPTION_LINE.findall(question)
+    letters = [letter for letter, _ in found]
+    expected = [chr(ord("A") + i) for i in range(len(found))]
+    return found if len(found) >= 2 and letters == expected else []
 
 
 def _field(row: dict, name: str, key: str, set_name: str, where: str):
@@ -133,7 +161,14 @@ def _field(row: dict, name: str, key: str, set_name: str, where: str):
 def _options(row: dict, fields: dict, set_name: str, where: str) -> tuple[list[str], list[str]]:
     """(letters, texts) of a row's options."""
     names = [n.strip() for n in fields["options"].split(",") if n.strip()]
-    if len(names) > 1:
+    if names == [IN_QUESTION]:
+        found = _question_options(_get(row, fields["question"]))
+        if not found:
+            raise ConfigError(f"eval set {set_name} ({where}): no option lines (A) …, B) …) in "
+                              f"the question text. Fix: forced_choice.fields.{set_name}.options"
+                              "=FIELD")
+        letters, texts = [letter for letter, _ in found], [text for _, text in found]
+    elif len(names) > 1:
         texts = [_field(row, n, "options", set_name, where) for n in names]
         letters = [chr(ord("A") + i) for i in range(len(texts))]
     else:
@@ -189,7 +224,8 @@ def load_set(name: str, path: str, settings: dict) -> EvalSet:
             key = _field(row, fields["answer"], "answer", name, where)
             answer = _answer(key, letters, texts, fields["answer_kind"], name, where)
             item_id = str(_field(row, fields["id"], "id", name, where)) if fields["id"] else str(i)
-            items.append(Item(item_id, question.strip(), tuple(texts), answer))
+            items.append(Item(item_id, question.strip(), tuple(texts), answer,
+                              fields["prompt"] == "verbatim"))
     except SourceFormatError as exc:
         raise ConfigError(f"eval set {name}: {exc}") from exc
     if not items:

@@ -4,8 +4,9 @@ A study's jobs can wait in a queue for hours; whatever would fail there is found
 login node, and every problem is listed at once, naming the stage, field or file and the fix:
 
 - every input exists: the corpus, the AFT chats (without generation), the instruction mix, the
-  spec files (with generation), the clones and value probes the eval reads, and the cluster's
-  ``.env`` file (``--executor slurm``);
+  spec files (with generation), the chat template, the clones, value probes and forced-choice
+  eval sets the eval reads, and the cluster's ``.env`` file (``--executor slurm``);
+- the SFT chats can be rendered: ``chat_template`` compiles, or the base tokenizer has one;
 - the base model is an HF model directory (``config.json``). A dry run only warns when it is
   not there yet (it plans without it); a real run or a submission refuses;
 - every training stage's resolved config passes the trainer's own validation
@@ -14,9 +15,12 @@ login node, and every problem is listed at once, naming the stage, field or file
   sbatch options the executor does not set itself, one partition, ``python`` / ``container``
   that pass through ``--export`` (:func:`msm_megatron.pipeline.slurm.resource_problems`).
 
+A dry run prints the plan even when inputs are missing (it names them after the plan, and
+still exits 2): a study can be planned before anything is downloaded.
+
 Example::
 
-    plan, warnings = preflight(exp, "slurm", dry_run=True)   # ConfigError lists the problems
+    plan, warnings = preflight(exp, "slurm", dry_run=True)   # PreflightFailed lists them
 """
 
 from __future__ import annotations
@@ -69,9 +73,18 @@ def preflight(exp: ExperimentConfig, executor: str, dry_run: bool) -> tuple[Plan
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         listing += "".join(f"\n  (warning) {w}" for w in warnings)
-        raise ConfigError(f"experiment '{exp.name}' fails its checks"
-                          f"{'' if dry_run else '; nothing was run or submitted'}:\n{listing}")
+        raise PreflightFailed(f"experiment '{exp.name}' fails its checks"
+                              f"{'' if dry_run else '; nothing was run or submitted'}:\n"
+                              f"{listing}", plan)
     return plan, warnings
+
+
+class PreflightFailed(ConfigError):
+    """The problems found, and the plan when it could be built (a dry run prints it)."""
+
+    def __init__(self, message: str, plan: Plan | None):
+        super().__init__(message)
+        self.plan = plan
 
 
 def input_problems(exp: ExperimentConfig, executor: str) -> list[str]:
@@ -89,6 +102,7 @@ def input_problems(exp: ExperimentConfig, executor: str) -> list[str]:
         problems.append(_data_problem("aft_chats", exp.aft_chats, fix))
     fix = "fix the path, or remove it from sft_mix"
     problems += [_data_problem(f"sft_mix[{i}]", p, fix) for i, p in enumerate(exp.sft_mix)]
+    problems.append(chat_template_problem(exp))
     if exp.eval.enabled:
         problems += eval_problems(exp.eval.overrides)
     if executor == "slurm":
@@ -122,6 +136,8 @@ def eval_problems(overrides: list[str]) -> list[str]:
     except ConfigError as exc:
         return [f"eval.overrides: {exc}"]
     problems = []
+    if "forced_choice" in sweep.tasks:
+        problems += _forced_choice_problems(sweep)
     if "value_generalization" in sweep.tasks and not Path(sweep.value_probes).is_file():
         problems.append(f"eval.overrides: value_probes={sweep.value_probes}: no such file")
     if sweep.lm_eval_include and not Path(sweep.lm_eval_include).is_dir():
@@ -142,6 +158,16 @@ def eval_problems(overrides: list[str]) -> list[str]:
     return problems + _scenario_problems(sweep)
 
 
+def _forced_choice_problems(sweep) -> list[str]:
+    """Eval sets that are missing, or none named."""
+    if not sweep.forced_choice.sets:
+        return ["eval.overrides: tasks=[forced_choice] needs forced_choice.sets "
+                "({name: path of an eval set})"]
+    fix = "download the eval set there, or fix the path"
+    return [_data_problem(f"eval.overrides: forced_choice.sets.{name}", path, fix)
+            for name, path in sweep.forced_choice.sets.items()]
+
+
 def _scenario_problems(sweep) -> list[str]:
     """Render every prompt of the preset from the clones, as the eval does before any model
     loads (a clone of the wrong repository, or at a revision without a template, fails here)."""
@@ -155,6 +181,53 @@ def _scenario_problems(sweep) -> list[str]:
     except (ConfigError, SourceError) as exc:
         return [f"eval.overrides: {exc}"]
     return []
+
+
+def chat_template_problem(exp: ExperimentConfig) -> str:
+    """Why the SFT chats could not be rendered ("" when they can, or when the base model is
+    not there yet to tell): a ``chat_template`` file that is missing or not valid Jinja, a base
+    tokenizer without a template of its own and no ``chat_template``, or a template whose
+    assistant turn does not close with the end-of-turn token."""
+    from msm_megatron.data.chat import compile_template
+
+    if exp.chat_template:
+        path = Path(exp.chat_template)
+        if not path.is_file():
+            return f"chat_template={path}: no such file (a .jinja chat template)"
+        try:
+            compile_template(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            return f"chat_template={path}: {exc}"
+    if exp.base_model == "toy" or not (Path(exp.base_model) / "tokenizer_config.json").is_file():
+        return ""
+    problem = sample_chat_problem(exp.base_model, exp.chat_template, exp.end_of_turn_token)
+    return f"base_model={exp.base_model}: {problem}" if problem else ""
+
+
+def sample_chat_problem(tokenizer: str | Path, template: str | None,
+                        end_of_turn_token: str | None) -> str:
+    """Render a two-turn chat as the SFT data will be rendered: "" when its assistant turn gets
+    a loss mask, else why not (and what to set)."""
+    from msm_megatron.data.chat import render_chat
+    from msm_megatron.data.tokenizers import load_tokenizer
+
+    try:
+        tok = load_tokenizer(tokenizer, chat_template=template,
+                             end_of_turn_token=end_of_turn_token)
+    except ValueError as exc:
+        return f"its tokenizer does not load: {exc} (check end_of_turn_token)"
+    if not tok.chat_template:
+        return ("its tokenizer has no chat template, and the SFT chats need one: set "
+                "chat_template to a .jinja file (examples/chat_templates/ has some)")
+    chat = [{"role": "user", "content": "Which do you prefer?"},
+            {"role": "assistant", "content": "A) The cheaper one."}]
+    try:
+        render_chat(tok, chat)
+    except ValueError as exc:
+        return (f"a sample chat does not render with "
+                f"{template or 'its chat template'}: {exc} (a template whose turns end with "
+                "another token needs end_of_turn_token)")
+    return ""
 
 
 def base_model_problem(exp: ExperimentConfig) -> str:

@@ -30,7 +30,7 @@ from msm_megatron.pipeline.experiment import ExperimentConfig
 def cmd_pipeline(args, argv: list[str]) -> int:
     import sys
 
-    from msm_megatron.pipeline.checks import preflight
+    from msm_megatron.pipeline.checks import PreflightFailed, preflight
 
     exp = load_config(ExperimentConfig, args.experiment, args.overrides, what="experiment")
     if args.status:  # where each stage stands (markers, the Slurm ledger, scontrol)
@@ -39,7 +39,12 @@ def cmd_pipeline(args, argv: list[str]) -> int:
 
         return print_status(build_plan(exp))
     # every input, clone, cluster file and training config checked: all problems, or none
-    plan, warnings = preflight(exp, args.executor, dry_run=args.dry_run)
+    try:
+        plan, warnings = preflight(exp, args.executor, dry_run=args.dry_run)
+    except PreflightFailed as exc:
+        if args.dry_run and exc.plan is not None:  # the plan, then what a run would fail on
+            print(format_plan(exc.plan, args.executor))
+        raise
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     plan_path = Path(plan.out_dir) / "pipeline" / "plan.json"  # absolute, as every plan path
@@ -102,30 +107,44 @@ def format_plan(plan, executor: str) -> str:
 
 
 def _eval_lines(plan) -> list[str]:
-    """What the eval stage will run: arms, conditions, samples, scenarios and judge."""
+    """What the eval stage will run: arms, then per task its conditions, sets and scoring."""
     from msm_megatron.eval.sweep_config import EvalSweepConfig
 
     stage = next((s for s in plan.order() if s.kind == "eval"), None)
     if stage is None or not Path(stage.config).is_file():
         return []
     cfg = load_yaml(stage.config, EvalSweepConfig)
+    lines = ["", f"eval: {len(cfg.arms)} arms "
+                 f"({', '.join(a.partition('=')[0] for a in cfg.arms)}), runner {cfg.runner}"]
+    if "agentic_misalignment" in cfg.tasks:
+        lines.append(_agentic_line(cfg))
+    if "forced_choice" in cfg.tasks:
+        fc = cfg.forced_choice
+        sets = ", ".join(f"{name} ({path})" for name, path in fc.sets.items())
+        lines.append(f"  forced_choice: {sets}; prompt format {fc.prompt_format}; option "
+                     f"log-likelihoods and a greedy answer; differences from "
+                     f"{fc.baseline_arm or 'base'}")
+    lines += [f"  {task}" for task in cfg.tasks
+              if task not in ("agentic_misalignment", "forced_choice")]
+    return lines
+
+
+def _agentic_line(cfg) -> str:
     from msm_megatron.eval.agentic.grid import preset
+    from msm_megatron.eval.sweep_config import scoring
 
     chosen = preset(cfg.preset if cfg.preset != "full" else "paper", cfg.assistant_name)
     samples = cfg.samples or chosen.samples
     cells = (f"{len(chosen.conditions)} conditions × {samples} samples"
              if cfg.preset != "full" else f"the full grid × {samples} samples")
-    from msm_megatron.eval.sweep_config import scoring
-
     judge = ("no judge (mechanical checks)" if scoring(cfg) == "mechanical" else
              f"judge {cfg.judge.kind}:{cfg.judge.model}, protocol {cfg.judge.protocol}")
-    return ["", f"eval: {len(cfg.arms)} arms ({', '.join(a.partition('=')[0] for a in cfg.arms)})",
-            f"  preset {cfg.preset}: {cells}, temperature "
-            f"{chosen.temperature if cfg.temperature is None else cfg.temperature}, runner "
-            f"{cfg.runner}; scenarios {cfg.scenarios.source}"
+    return (f"  agentic_misalignment, preset {cfg.preset}: {cells}, temperature "
+            f"{chosen.temperature if cfg.temperature is None else cfg.temperature}; scenarios "
+            f"{cfg.scenarios.source}"
             + (f" (MSM clone {cfg.scenarios.msm_repo}, agentic-misalignment clone "
                f"{cfg.scenarios.agentic_misalignment_repo})"
-               if cfg.scenarios.source == "official" else "") + f"; {judge}"]
+               if cfg.scenarios.source == "official" else "") + f"; {judge}")
 
 
 def _train_budget(stage) -> tuple[int | str | None, int | None]:

@@ -166,6 +166,12 @@ class ExperimentConfig:
         default_factory=lambda: [f"{REPO_EXAMPLES}/chats/it_mix_demo.jsonl"])
     # "toy": the recipe's model from random init with a toy tokenizer; else an HF directory
     base_model: str = path_field(keeping("toy"), default="toy")
+    # a .jinja chat template for the SFT data, the exports and the eval's chat prompts, in
+    # place of the base tokenizer's own (a base model may have none); null = the tokenizer's
+    chat_template: str | None = path_field(default=None)
+    # the token that closes an assistant turn in that template, when it is not the tokenizer's
+    # rule (<|im_end|>, <|eot_id|>, else eos_token; see docs/data.md), e.g. "<|end_of_text|>"
+    end_of_turn_token: str | None = None
     midtrain: TrainStage = field(default_factory=lambda: TrainStage(recipe="qwen3_toy_midtrain"))
     sft: TrainStage = field(default_factory=lambda: TrainStage(recipe="qwen3_toy_sft"))
     aft_sizes: list[int] = field(default_factory=lambda: [0])  # chats per arm; 0 = all

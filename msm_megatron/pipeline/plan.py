@@ -150,18 +150,21 @@ def build_plan(exp: ExperimentConfig) -> Plan:
                 s = b.add(f"prepare_sft/{variant}/{cot}/{sizes[size]}", "prepare_sft",
                           [*base_deps, *gen_deps],
                           {"chats": chats, "mix": exp.sft_mix, "size": size,
-                           "keep_think": cot == "with_cot", "tokenizer": tok},
+                           "keep_think": cot == "with_cot", "tokenizer": tok,
+                           **_end_of_turn(exp)},
                           inputs=_existing([chats, *exp.sft_mix]))
                 sft_data[cot, size] = s
         for seed in exp.seeds:
             mid = _train(b, exp.midtrain, f"midtrain/{variant}/s{seed}", [prep.name],
                          [f"data.prepared=[{prep.out}/corpus]", *_seeded(seed), *base_load])
-            starts = [("msm", mid, [f"checkpoint.load={mid.out}/checkpoints"])]
+            starts = [("msm", variant, mid, [f"checkpoint.load={mid.out}/checkpoints"])]
             if exp.baseline:
-                starts.append(("base", None, base_load))
+                starts.append(("base", base_label(exp, variant), None, base_load))
             for (cot, size), data in sft_data.items():
-                for origin, parent, load in starts:
-                    arm = f"{origin}-{variant}-{cot}-{sizes[size]}-s{seed}"
+                for origin, label, parent, load in starts:
+                    arm = "-".join(filter(None, [origin, label, cot, sizes[size], f"s{seed}"]))
+                    if arm in arms:  # the AFT-only arm that the specs share: trained once
+                        continue
                     deps = [data.name, *([parent.name] if parent else base_deps)]
                     sft = _train(b, exp.sft, f"sft/{arm}", deps,
                                  [f"data.prepared=[{data.out}/chats]", *_seeded(seed), *load])
@@ -172,6 +175,13 @@ def build_plan(exp: ExperimentConfig) -> Plan:
     if exp.eval.enabled:
         _eval(b, exp, arms)
     return Plan(exp.name, exp.out_dir, b.stages)
+
+
+def base_label(exp: ExperimentConfig, variant: str) -> str:
+    """The spec in an AFT-only arm's name: none when every spec's AFT chats are the same file
+    (no generation, several specs: one AFT-only arm, ``base-no_cot-nall-s0``, serves them
+    all); else the spec whose chats it was fine-tuned on."""
+    return "" if not exp.generation.enabled and len(exp.specs) > 1 else variant
 
 
 def _check(exp: ExperimentConfig) -> None:
@@ -259,13 +269,38 @@ def _base(b: _Builder, exp: ExperimentConfig) -> tuple[str, list[str], list[str]
     """(tokenizer dir, checkpoint.load overrides of the base model, stages they need)."""
     if exp.base_model == "toy":
         tok = b.add("tokenizer", "tokenizer", [], {"template": "qwen3", "vocab_size": 2000})
-        return tok.out, [], [tok.name]
+        return _with_template(b, exp, tok.out, [tok.name], [tok.name], [])
     base = Path(exp.base_model)  # checks.base_model_problem says when it is not there yet
     config = base / "config.json"
     conv = b.add("convert_base", "convert_base", [], {"base": str(base)},
                  inputs=[str(config)] if config.is_file() else [])
     conv.argv = ["convert", "hf-to-megatron", str(base), conv.out, "--quiet"]
-    return str(base), [f"checkpoint.load={conv.out}"], [conv.name]
+    return _with_template(b, exp, str(base), [], [conv.name], [f"checkpoint.load={conv.out}"])
+
+
+def _with_template(b: _Builder, exp: ExperimentConfig, tok: str, tok_deps: list[str],
+                   deps: list[str], load: list[str]) -> tuple[str, list[str], list[str]]:
+    """With ``chat_template``: a ``chat_tokenizer`` stage writes the base's tokenizer and
+    config files with that template, and the SFT data, the exports and the eval use it."""
+    if not exp.chat_template:
+        return tok, load, deps
+    sources = [str(p) for p in Path(tok).glob("*") if p.is_file()] if Path(tok).is_dir() else []
+    template = [exp.chat_template] if Path(exp.chat_template).is_file() else []
+    stage = b.add("chat_tokenizer", "chat_tokenizer", tok_deps,
+                  {"tokenizer": tok, "chat_template": exp.chat_template, **_end_of_turn(exp)},
+                  inputs=[*template, *(p for p in sources if not _is_weights(p))])
+    return stage.out, load, [*deps, stage.name]
+
+
+def _end_of_turn(exp: ExperimentConfig) -> dict:
+    """The ``end_of_turn_token`` parameter, only when set (so other plans keep their hashes)."""
+    return {"end_of_turn_token": exp.end_of_turn_token} if exp.end_of_turn_token else {}
+
+
+def _is_weights(path: str) -> bool:
+    from msm_megatron.convert.hf_io import WEIGHT_INDEXES, WEIGHT_SUFFIXES
+
+    return path.endswith(WEIGHT_SUFFIXES) or Path(path).name in WEIGHT_INDEXES
 
 
 def _sources(b: _Builder, exp: ExperimentConfig, variant: str, spec: str

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from msm_megatron.config import ConfigError
 from msm_megatron.pipeline.markers import cell_done, write_marker
 from msm_megatron.pipeline.plan import Plan, Stage
 
@@ -55,6 +56,8 @@ def _execute(stage: Stage, cell: str | None, run_argv: Callable[[list[str]], int
         build_hf_tokenizer(Path(stage.out), template=stage.params["template"],
                            vocab_size=stage.params["vocab_size"], docs=10_000)
         return 0
+    if stage.kind == "chat_tokenizer":
+        return chat_tokenizer(stage)
     if stage.kind == "prepare_sft":
         return prepare_sft(stage)
     argv = stage.cells[cell] if cell is not None else list(stage.argv)
@@ -89,8 +92,29 @@ def prepare_sft(stage: Stage) -> int:
                          f"{len(lines)}")
     subset = out / "aft.jsonl"
     subset.write_text("\n".join(lines[:p["size"] or len(lines)]) + "\n", encoding="utf-8")
-    stats = prepare_inputs([str(subset), *p["mix"]], load_tokenizer(p["tokenizer"]),
+    tokenizer = load_tokenizer(p["tokenizer"], end_of_turn_token=p.get("end_of_turn_token"))
+    stats = prepare_inputs([str(subset), *p["mix"]], tokenizer,
                            out / "chats", kind="chats", keep_think=p["keep_think"])
     print(f"[pipeline] {out / 'chats'}: {stats['documents']} chats, {stats['tokens']} tokens",
           flush=True)
+    return 0
+
+
+def chat_tokenizer(stage: Stage) -> int:
+    """The base's tokenizer and config files (no weights) with ``chat_template.jinja``, checked
+    on a sample chat as the SFT data will render it
+    (:func:`msm_megatron.pipeline.checks.sample_chat_problem`)."""
+    from msm_megatron.convert.hf_io import copy_assets
+    from msm_megatron.data.tokenizers import HF_TEMPLATE_FILE
+    from msm_megatron.pipeline.checks import sample_chat_problem
+
+    p = stage.params
+    out = Path(stage.out)
+    copy_assets(Path(p["tokenizer"]), out)
+    template = Path(p["chat_template"]).read_text(encoding="utf-8")
+    (out / HF_TEMPLATE_FILE).write_text(template, encoding="utf-8")
+    problem = sample_chat_problem(out, None, p.get("end_of_turn_token"))
+    if problem:
+        raise ConfigError(f"chat_template {p['chat_template']}: {problem}")
+    print(f"[pipeline] {out}: the tokenizer with {p['chat_template']}", flush=True)
     return 0

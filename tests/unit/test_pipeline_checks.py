@@ -87,9 +87,70 @@ def test_a_real_run_refuses_and_writes_no_plan(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "aft_chats: " in err and "nothing was run or submitted" in err
     assert not (tmp_path / "out" / "pipeline" / "plan.json").exists()
+    # a dry run prints the plan all the same, then what a run would fail on (still exit 2)
     assert main(["pipeline", str(TOY), f"out_dir={tmp_path / 'out'}", "aft_chats=nope.jsonl",
                  "--dry-run"]) == 2
-    assert "to run" not in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "sft/msm-default-no_cot-n20-s0" in out and "to run" in out
+    assert "aft_chats: " in err and "nothing was run" not in err
+    assert not (tmp_path / "out" / "pipeline" / "plan.json").exists()
+
+
+def test_the_chat_template_is_checked_before_anything_runs(tmp_path):
+    from msm_megatron.data.toy_tokenizer import build_hf_tokenizer
+
+    assert "chat_template=" in refusal(toy(tmp_path, "chat_template=no_such.jinja"))
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("{% for m in messages %}{{ m['content'] }")
+    assert "chat template syntax error" in refusal(toy(tmp_path, f"chat_template={bad}"))
+    base = tmp_path / "base"  # an HF base model whose tokenizer has no chat template
+    build_hf_tokenizer(base, template=None)
+    (base / "config.json").write_text("{}")
+    message = refusal(toy(tmp_path, f"base_model={base}"), dry_run=False)
+    assert "its tokenizer has no chat template" in message and "set chat_template" in message
+    unclosed = tmp_path / "unclosed.jinja"  # no end-of-turn token after the assistant's text
+    unclosed.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    message = refusal(toy(tmp_path, f"base_model={base}", f"chat_template={unclosed}"),
+                      dry_run=False)
+    assert "a sample chat does not render" in message and "no end-of-turn token" in message
+
+
+def test_the_llama_base_template_needs_its_end_of_turn_token_and_the_stage_writes_it(
+        tmp_path, capsys):
+    """examples/chat_templates/llama3_base.jinja on a Llama-3-like base tokenizer: the rule's
+    end of turn (<|eot_id|>) is refused with the setting to change; <|end_of_text|> renders, and
+    the chat_tokenizer stage writes the tokenizer, config and template without the weights."""
+    from msm_megatron.data.chat import render_chat
+    from msm_megatron.data.tokenizers import load_tokenizer
+    from msm_megatron.pipeline.stage import run_stage
+    from tests.helpers.llama_like import build_llama_like
+
+    base = build_llama_like(tmp_path / "Llama-base")
+    (base / "config.json").write_text("{}")
+    (base / "model.safetensors").write_bytes(b"weights")
+    template = REPO / "examples/chat_templates/llama3_base.jinja"
+    message = refusal(toy(tmp_path, f"base_model={base}", f"chat_template={template}"),
+                      dry_run=False)
+    assert "<|eot_id|>" in message and "needs end_of_turn_token" in message
+    exp = toy(tmp_path, f"base_model={base}", f"chat_template={template}",
+              "end_of_turn_token=<|end_of_text|>")
+    plan, _ = preflight(exp, "local", dry_run=False)
+    plan_path = tmp_path / "plan.json"
+    plan.save(plan_path)
+    assert run_stage(plan_path, "chat_tokenizer", run_argv=None) == 0
+    out = Path(plan.stages["chat_tokenizer"].out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "chat_template.jinja", "config.json", "tokenizer.json", "tokenizer_config.json"]
+    tok = load_tokenizer(out, end_of_turn_token="<|end_of_text|>")
+    chat = render_chat(tok, [{"role": "user", "content": "Cheddar or brie?"},
+                             {"role": "assistant", "content": "Cheddar."}])
+    assert chat.text == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>Cheddar or "
+                         "brie?<|end_of_text|><|start_header_id|>assistant<|end_header_id|>"
+                         "Cheddar.<|end_of_text|>")
+    trained = [i for i, m in zip(chat.ids, chat.loss_mask, strict=True) if m]
+    assert tok.decode(trained) == "Cheddar.<|end_of_text|>"
+    assert run_stage(plan_path, "chat_tokenizer", run_argv=None) == 0  # done: not redone
+    assert "done already" in capsys.readouterr().out
 
 
 def _paper_inputs(tmp_path) -> list[str]:

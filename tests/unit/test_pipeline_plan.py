@@ -106,6 +106,28 @@ def test_each_spec_trains_on_its_own_corpus_without_generation(tmp_path):
         for n in ("n20", "nall")}
     with pytest.raises(ConfigError, match="corpora is for studies without generation"):
         plan_of(tmp_path, "generation.enabled=true", f"corpora={{default: [{a}]}}")
+    # the specs share the AFT chats: one AFT-only arm per (cot, size, seed), not one per spec
+    base_arms = {n for n in plan.stages if n.startswith("sft/base-")}
+    assert base_arms == {"sft/base-no_cot-n20-s0", "sft/base-no_cot-nall-s0"}
+    assert set(plan.stages["eval"].cells) == {n.removeprefix("sft/") for n in plan.stages
+                                              if n.startswith("sft/")}
+
+
+def test_a_chat_template_makes_the_tokenizer_of_the_sft_data_exports_and_eval(tmp_path):
+    template = tmp_path / "chat.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    plan = plan_of(tmp_path / "out", f"chat_template={template}")
+    tok = plan.stages["chat_tokenizer"]
+    assert tok.deps == ["tokenizer"] and tok.params["chat_template"] == str(template)
+    assert plan.stages["prepare_sft/default/no_cot/n20"].params["tokenizer"] == tok.out
+    assert "chat_tokenizer" in plan.stages["prepare_sft/default/no_cot/n20"].deps
+    export = plan.stages["export/msm-default-no_cot-n20-s0"]
+    assert export.argv[export.argv.index("--hf-assets") + 1] == tok.out
+    before = plan.stages["sft/msm-default-no_cot-n20-s0"].hash
+    template.write_text("{% for m in messages %}{{ m['role'] }}{% endfor %}")
+    after = plan_of(tmp_path / "out", f"chat_template={template}")
+    assert after.stages["sft/msm-default-no_cot-n20-s0"].hash != before  # the template's text
+    assert "chat_tokenizer" not in plan_of(tmp_path / "plain").stages
 
 
 def test_paper_experiment_dry_run_prints_the_whole_plan(tmp_path):
@@ -137,6 +159,49 @@ def test_paper_experiment_dry_run_prints_the_whole_plan(tmp_path):
     assert "scenarios official (MSM clone /src/model_spec_midtraining" in text
     sweep = load_yaml(plan.stages["eval"].cells["base_model"][2], EvalSweepConfig)
     assert (sweep.scenarios.source, sweep.judge.model) == ("official", "claude-sonnet-4-6")
+
+
+def test_cheese_experiment_plans_four_arms_on_one_gpu_each(tmp_path):
+    """examples/pipeline/paper_cheese_llama8b.yaml: the untouched base, one AFT-only arm shared
+    by both specs, and one MSM arm per spec; LoRA r64 at 4096 tokens on one GPU; the forced-
+    choice eval against the base model; the SFT data, exports and eval share the template."""
+    import json
+
+    from msm_megatron.pipeline.commands import format_plan
+    from msm_megatron.recipes.llama import LLAMA3_1_8B
+    from tests.helpers.llama_like import build_llama_like
+
+    base = build_llama_like(tmp_path / "Llama-3.1-8B")
+    (base / "config.json").write_text(json.dumps(LLAMA3_1_8B))
+    exp = load_config(ExperimentConfig, REPO / "examples/pipeline/paper_cheese_llama8b.yaml",
+                      [f"out_dir={tmp_path / 'run'}", f"base_model={base}"])
+    plan = build_plan(exp)
+    assert list(plan.stages["eval"].cells) == [
+        "base_model", "msm-america-no_cot-nall-s0", "base-no_cot-nall-s0",
+        "msm-affordability-no_cot-nall-s0"]
+    for name in ("midtrain/america/s0", "sft/base-no_cot-nall-s0",
+                 "sft/msm-affordability-no_cot-nall-s0"):
+        stage = plan.stages[name]
+        cfg = load_yaml(stage.config)
+        assert (cfg.lora.rank, cfg.lora.alpha, cfg.train.epochs, cfg.data.seq_length,
+                cfg.parallel.tp, stage.ranks) == (64, 128.0, 1.0, 4096, 1, 1)
+    assert plan.stages["prepare_corpus/affordability"].argv[2] == \
+        "/data/msm-llama-pro-affordability"
+    tok = plan.stages["chat_tokenizer"].out
+    prep = plan.stages["prepare_sft/america/no_cot/nall"]
+    assert (prep.params["tokenizer"], prep.params["end_of_turn_token"]) == (tok,
+                                                                            "<|end_of_text|>")
+    assert prep.params["mix"] == ["/data/it_mix_llama.jsonl"]
+    export = plan.stages["export/base-no_cot-nall-s0"].argv
+    assert export[export.index("--hf-assets") + 1] == tok
+    sweep = load_yaml(plan.stages["eval"].config, EvalSweepConfig)
+    assert sweep.tasks == ["forced_choice"] and sweep.forced_choice.baseline_arm == "base_model"
+    assert sweep.forced_choice.sets == {
+        "pro_america": "/data/pro-america-political-opinions",
+        "pro_affordability": "/data/pro-affordability-item-comparisons"}
+    text = format_plan(plan, "slurm")
+    assert "eval: 4 arms" in text and "forced_choice: pro_america" in text
+    assert "agentic_misalignment" not in text
 
 
 def test_all_chats_are_nall_whether_or_not_the_file_exists_and_counted_for_the_curve(tmp_path):
