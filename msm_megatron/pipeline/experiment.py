@@ -179,6 +179,6 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     baseline: bool = True  # also fine-tune the base model (the AFT-only arm)
     eval: EvalStage = field(default_factory=EvalStage)
-    # tokenizer, base-model conversion, data preparation, export and report: CPU work
+    # tokenizer, chat_tokenizer, base-model conversion, data preparation, export, report: CPU
     cpu_stages: CpuStages = field(default_factory=CpuStages)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)

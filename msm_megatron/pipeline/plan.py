@@ -9,7 +9,7 @@ fresh output directories: nothing resumes from a checkpoint trained under anothe
 
 Stages (per spec variant ``v``, CoT setting ``c``, AFT size ``n``, seed ``s``)::
 
-    tokenizer | convert_base
+    tokenizer | convert_base   (→ chat_tokenizer, with chat_template)
     generate_docs[v] → prepare_corpus[v] → midtrain[v,s] ─┐
     generate_chats[v] → prepare_sft[v,c,n] ───────────────┴→ sft[msm|base, v,c,n,s] → export[…]
     export[*] → eval (array: one task per arm) → report
