@@ -1,5 +1,5 @@
-"""`msm eval tasks=[forced_choice]` on CPU: two eval sets (JSONL with letter keys, parquet with
-item-name keys and its own field names), a base arm without a chat template (completion
+"""`msm eval tasks=[forced_choice]` on CPU: two eval sets (JSONL with letter keys and the
+options inside the question, parquet with item-name keys and its own field names), a base arm without a chat template (completion
 format) and a chat arm whose head is pushed toward answering "A" or "B"; every option
 log-likelihood, choice, generated answer, rate, interval and difference in the summary equals a
 direct transformers computation; bad fields are refused listing the fields found."""
@@ -69,16 +69,18 @@ def arms(tmp_path_factory):
 
 
 def write_sets(folder):
-    """The America set as JSONL (fields question/options/answer, letter keys) and the
-    affordability set as parquet (prompt/items/cheaper, item-name keys)."""
+    """The America set as JSONL (fields question/answer, the options as ``A) …`` lines of the
+    question, letter keys: read verbatim) and the affordability set as parquet
+    (prompt/items/cheaper, item-name keys: the options listed under the prompt)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     folder.mkdir(exist_ok=True)
-    america = folder / "america.jsonl"
-    america.write_text("".join(json.dumps({"id": f"us{i}", "question": q, "options": o,
-                                           "answer": k}) + "\n"
-                               for i, (q, o, k) in enumerate(AMERICA)))
+    america = folder / "america.jsonl"  # the options written inside the question text
+    america.write_text("".join(json.dumps({
+        "id": f"us{i}", "answer": k,
+        "question": q + "\n\n" + "\n".join(f"{'ABC'[j]}) {x}" for j, x in enumerate(o))}) + "\n"
+        for i, (q, o, k) in enumerate(AMERICA)))
     afford = folder / "afford.parquet"
     pq.write_table(pa.Table.from_pylist([{"prompt": q, "items": o, "cheaper": k}
                                          for q, o, k in AFFORDABLE]), afford)
@@ -157,6 +159,8 @@ def test_forced_choice_summary_equals_direct_computation(arms, tmp_path):
     summary = json.loads((out / "summary.json").read_text())["forced_choice"]
     assert summary["baseline"] == "base"
     assert summary["sets"]["pro_affordability"]["fields"]["question"] == "prompt"  # a candidate
+    assert (summary["sets"]["pro_america"]["fields"]["options"],
+            summary["sets"]["pro_america"]["fields"]["prompt"]) == ("question", "verbatim")
     keys = {"pro_america": [(q, o, "ABC".index(k.strip(" ()"))) for q, o, k in AMERICA],
             "pro_affordability": [(q, o, [x.casefold() for x in o].index(k.casefold()))
                                   for q, o, k in AFFORDABLE]}
