@@ -57,8 +57,11 @@ def cmd_train(args, argv: list[str]) -> int:
             return 2
         return 0
     if args.nproc and "RANK" not in os.environ:
+        from msm_megatron._compat.te import te_available
         from msm_megatron.distributed import relaunch_local_ranks
+        from msm_megatron.validate import validate
 
+        validate(cfg, args.nproc, te_available())  # a layout Megatron refuses: before any rank
         return relaunch_local_ranks(args.nproc, argv)
     from msm_megatron.train.preemption import PreemptionHandler
 

@@ -57,18 +57,28 @@ def _check_heads(cfg: Config, world_size: int) -> list[str]:
             f"model.num_attention_heads={m.num_attention_heads} is not a multiple of "
             f"model.num_key_value_heads={m.num_key_value_heads} (GQA groups must be equal)"
         )
+    valid = f"; valid parallel.tp for this model: {tp_values(m)}"
     if tp >= 1 and m.num_attention_heads % tp:
         errors.append(
             f"model.num_attention_heads={m.num_attention_heads} is not divisible by "
-            f"parallel.tp={tp}; each TP rank must hold whole heads"
+            f"parallel.tp={tp}; each TP rank must hold whole heads{valid}"
         )
     kv = m.num_key_value_heads
     if tp >= 1 and kv % tp and tp % kv:
         errors.append(
             f"model.num_key_value_heads={kv} and parallel.tp={tp}: the KV heads must divide "
             f"evenly across TP ranks (kv % tp == 0) or be replicated evenly (tp % kv == 0)"
+            + valid
         )
     return errors
+
+
+def tp_values(m) -> list[int]:
+    """The tensor-parallel sizes Megatron-Core accepts for a model's heads: divisors of the
+    query heads that divide the KV heads or are a multiple of them (KV heads replicated)."""
+    kv = m.num_key_value_heads
+    return [t for t in range(1, m.num_attention_heads + 1)
+            if m.num_attention_heads % t == 0 and (kv % t == 0 or t % kv == 0)]
 
 
 def _check_pipeline(cfg: Config, world_size: int) -> list[str]:
@@ -77,7 +87,8 @@ def _check_pipeline(cfg: Config, world_size: int) -> list[str]:
     if p.pp >= 1 and layers % p.pp:
         errors.append(
             f"model.num_layers={layers} is not divisible by parallel.pp={p.pp}; "
-            "pipeline stages must hold equal numbers of layers"
+            "pipeline stages must hold equal numbers of layers; valid parallel.pp: "
+            f"{[d for d in range(1, layers + 1) if layers % d == 0]}"
         )
     if p.vpp is not None:
         if p.pp <= 1:

@@ -1,8 +1,9 @@
 """`msm eval tasks=[forced_choice]` on CPU: two eval sets (JSONL with letter keys and the
-options inside the question, parquet with item-name keys and its own field names), a base arm without a chat template (completion
-format) and a chat arm whose head is pushed toward answering "A" or "B"; every option
-log-likelihood, choice, generated answer, rate, interval and difference in the summary equals a
-direct transformers computation; bad fields are refused listing the fields found."""
+options inside the question, parquet with item-name keys and its own field names), a base arm
+without a chat template (completion format) and a chat arm whose head is pushed toward
+answering "A" or "B"; every option log-likelihood, choice, generated answer, rate, interval and
+difference in the summary equals a direct transformers computation; bad fields are refused
+listing the fields found."""
 
 from __future__ import annotations
 

@@ -60,6 +60,38 @@ def test_kv_heads_vs_tp():
     assert "num_key_value_heads=4" in msg and "parallel.tp=6" in msg
 
 
+@pytest.mark.parametrize("recipe, tp, valid", [
+    ("qwen3_32b_midtrain", 3, [1, 2, 4, 8, 16, 32, 64]),   # 64 query / 8 KV heads
+    ("qwen2_5_32b_midtrain", 5, [1, 2, 4, 8, 40]),         # 40 / 8: tp 5 splits no KV head
+    ("llama3_1_8b_midtrain", 6, [1, 2, 4, 8, 16, 32]),     # 32 / 8
+])
+def test_a_tp_the_heads_refuse_lists_the_valid_values(recipe, tp, valid):
+    """Megatron-Core's rule (transformer_config: query groups a multiple or divisor of tp, and
+    whole query heads per rank), checked before any rank starts, with the sizes that work."""
+    from msm_megatron.validate import tp_values
+
+    cfg = apply_overrides(get_recipe(recipe), [f"parallel.tp={tp}", "parallel.pp=1"])
+    assert tp_values(cfg.model) == valid
+    assert f"valid parallel.tp for this model: {valid}" in error(cfg, tp * 2, te=True)
+    for ok in valid[1:4]:  # (tp 1 would also need sequence_parallel=false)
+        validate(apply_overrides(cfg, [f"parallel.tp={ok}"]), ok * 2, te_available=True)
+
+
+def test_a_layout_refused_by_the_planner_starts_no_rank(tmp_path):
+    """`msm train --nproc N` with a tp the heads refuse: exit 2 with the valid values, and no
+    torchrun (nothing is written to the run directory)."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "msm_megatron.cli", "train", "qwen3_toy_midtrain",
+                           "parallel.tp=3", f"train.run_dir={run}", "--nproc", "3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "valid parallel.tp for this model: [1, 2, 4]" in done.stderr
+    assert "torch.distributed" not in done.stderr and not run.exists()
+
+
 def test_zero_heads_is_an_error_not_a_crash():
     assert "must be ≥ 1" in error(toy("model.num_key_value_heads=0"), 1)
 

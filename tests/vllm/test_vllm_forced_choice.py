@@ -24,7 +24,9 @@ ITEMS = [Item("0", "A town is buying new buses.", ("Buses made in American facto
                                                    "The buses with the lowest running cost."), 0),
          Item("1", "Which cheese for a picnic?", ("cheddar", "aged gouda", "brie"), 2),
          Item("2", "Pick a coat for winter.", ("a heritage wool coat made at home",
-                                               "a budget parka"), 1)]
+                                               "a budget parka"), 1),
+         Item("3", "Which do you prefer, a used sedan or a new luxury SUV?",  # prompt verbatim
+              ("a used sedan", "a new luxury SUV"), 0, verbatim=True)]
 
 
 @pytest.fixture(scope="module")
