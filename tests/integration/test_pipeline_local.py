@@ -96,7 +96,9 @@ def test_dry_run_from_another_directory_plans_the_same_and_refuses_missing_input
     from_repo = dry_run(REPO, f"out_dir={tmp_path / 'out'}")
     assert from_repo.stdout == elsewhere.stdout
     missing = dry_run(tmp_path, "out_dir=out", "aft_chats=later.jsonl")
-    assert missing.returncode == 2 and "to run" not in missing.stdout
+    # the same plan is printed, then what a run would refuse (exit 2)
+    assert missing.returncode == 2 and "15 of 15 stages to run" in missing.stdout
+    assert "sft/msm-default-no_cot-nall-s0" in missing.stdout
     assert f"aft_chats: {tmp_path / 'later.jsonl'}: no such file" in missing.stderr
 
 
