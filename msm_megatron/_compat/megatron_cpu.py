@@ -157,6 +157,8 @@ def enable() -> bool:
     global _enabled
     if torch.cuda.is_available():
         return False
+    if _enabled:  # a second run in the same process (Python API, a test's rank pool)
+        return True
     check_version()
     _patch_torch_cuda()
     _patch_rng()

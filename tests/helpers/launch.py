@@ -115,8 +115,19 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> int:
 
 def train(config: Path, overrides: list[str], nproc: int, log: Path, env: dict | None = None,
           expect: int | None = 0, entry: tuple[str, ...] = MSM_TRAIN) -> int:
-    """Run to completion; assert the exit code (unless ``expect`` is None)."""
-    code = finish(start(config, overrides, nproc, log, env, entry))
+    """Run to completion; assert the exit code (unless ``expect`` is None).
+
+    ``msm train`` runs with ranks forked from the session's warm process
+    (:mod:`tests.helpers.warm_ranks`) when the exit code means the same as torchrun's (one
+    process, or a run expected to succeed); otherwise, and for other entry points, under
+    torchrun as its own processes."""
+    from tests.helpers import warm_ranks
+
+    if entry == MSM_TRAIN and (nproc == 0 or expect == 0) and warm_ranks.enabled():
+        log.write_text("")
+        code = warm_ranks.run(["train", str(config), *overrides], nproc, log, env)
+    else:
+        code = finish(start(config, overrides, nproc, log, env, entry))
     if expect is not None and code != expect:
         raise AssertionError(f"exit {code} != {expect}; log {log}:\n{log.read_text()[-4000:]}")
     return code
