@@ -116,12 +116,13 @@ def close() -> None:
 # ---------------------------------------------------------------------- the warm process's side
 
 
-def _wait_for(queue: Path, k: int) -> dict | None:
+def _wait_for(queue: Path, k: int, parent: int) -> dict | None:
+    """The next case; None once asked to stop, or once the test session is gone."""
     job, stop = queue / f"job-{k}.json", queue / "stop"
     while True:
         if job.exists():
             return json.loads(job.read_text())
-        if stop.exists():
+        if stop.exists() or os.getppid() != parent:
             return None
         time.sleep(0.02)
 
@@ -205,8 +206,8 @@ def serve(queue: Path) -> None:
     from megatron.core.models.gpt import GPTModel  # noqa: F401
     from megatron.core.optimizer import get_megatron_optimizer  # noqa: F401
 
-    k = 0
-    while (job := _wait_for(queue, k)) is not None:
+    k, parent = 0, os.getppid()
+    while (job := _wait_for(queue, k, parent)) is not None:
         code = _run_case(job)
         tmp = queue / f"done-{k}.tmp"
         tmp.write_text(json.dumps({"code": code}))
