@@ -264,14 +264,19 @@ class SafetensorsStreamWriter:
                 {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
 
 
+def asset_files(src: Path) -> list[Path]:
+    """An HF directory's non-weight files (config, tokenizer, templates), sorted."""
+    return [item for item in sorted(Path(src).iterdir())
+            if item.is_file() and not item.name.endswith(WEIGHT_SUFFIXES)
+            and item.name not in WEIGHT_INDEXES]
+
+
 def copy_assets(src: Path, dst: Path, skip: Iterable[str] = ()) -> list[str]:
-    """Copy an HF directory's non-weight files (config, tokenizer, templates) into ``dst``."""
+    """Copy an HF directory's non-weight files (:func:`asset_files`) into ``dst``."""
     dst.mkdir(parents=True, exist_ok=True)
     copied = []
-    for item in sorted(Path(src).iterdir()):
-        if (not item.is_file() or item.name.endswith(WEIGHT_SUFFIXES)
-                or item.name in WEIGHT_INDEXES or item.name in skip):
-            continue
-        shutil.copy2(item, dst / item.name)
-        copied.append(item.name)
+    for item in asset_files(src):
+        if item.name not in skip:
+            shutil.copy2(item, dst / item.name)
+            copied.append(item.name)
     return copied

@@ -284,23 +284,19 @@ def _with_template(b: _Builder, exp: ExperimentConfig, tok: str, tok_deps: list[
     config files with that template, and the SFT data, the exports and the eval use it."""
     if not exp.chat_template:
         return tok, load, deps
-    sources = [str(p) for p in Path(tok).glob("*") if p.is_file()] if Path(tok).is_dir() else []
+    from msm_megatron.convert.hf_io import asset_files
+
+    assets = [str(p) for p in asset_files(Path(tok))] if Path(tok).is_dir() else []
     template = [exp.chat_template] if Path(exp.chat_template).is_file() else []
     stage = b.add("chat_tokenizer", "chat_tokenizer", tok_deps,
                   {"tokenizer": tok, "chat_template": exp.chat_template, **_end_of_turn(exp)},
-                  inputs=[*template, *(p for p in sources if not _is_weights(p))])
+                  inputs=[*template, *assets])
     return stage.out, load, [*deps, stage.name]
 
 
 def _end_of_turn(exp: ExperimentConfig) -> dict:
     """The ``end_of_turn_token`` parameter, only when set (so other plans keep their hashes)."""
     return {"end_of_turn_token": exp.end_of_turn_token} if exp.end_of_turn_token else {}
-
-
-def _is_weights(path: str) -> bool:
-    from msm_megatron.convert.hf_io import WEIGHT_INDEXES, WEIGHT_SUFFIXES
-
-    return path.endswith(WEIGHT_SUFFIXES) or Path(path).name in WEIGHT_INDEXES
 
 
 def _sources(b: _Builder, exp: ExperimentConfig, variant: str, spec: str
